@@ -1,0 +1,28 @@
+"""chatledger: the persistence and accounting layer for AI chat and agent applications."""
+
+from chatledger.config import Settings
+from chatledger.errors import (
+    Busy,
+    ChatledgerError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    ProviderError,
+)
+from chatledger.ledger import Ledger, RunDetail
+from chatledger.tokens import TokenUsage
+
+__all__ = [
+    "Busy",
+    "ChatledgerError",
+    "Conflict",
+    "InvalidInput",
+    "Ledger",
+    "NotFound",
+    "PayloadTooLarge",
+    "ProviderError",
+    "RunDetail",
+    "Settings",
+    "TokenUsage",
+]

@@ -1,0 +1,3 @@
+from chatledger.cli.app import main
+
+main()

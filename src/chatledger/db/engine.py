@@ -1,0 +1,123 @@
+"""The database handle: engines, sessions and the transaction boundary.
+
+Callers (a CLI command, an HTTP request, a batch item group) open one transaction with
+`Database.transaction()`; services inside it only `flush()`. Nobody else commits.
+
+SQLite has a single writer. Two engines keep that from ever surfacing as "database is
+locked": reads use deferred transactions on their own pool, and write transactions are
+serialised in-process by a lock and open with `BEGIN IMMEDIATE`, which takes the write
+lock up front (waiting up to busy_timeout for another process) instead of failing when a
+read transaction later tries to upgrade itself to a write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from chatledger.errors import Busy
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+SQLITE_PRAGMAS = (
+    # Readers never block the writer and the writer never blocks readers.
+    "PRAGMA journal_mode=WAL",
+    # In WAL mode NORMAL is crash-safe for the database; the last commits may be lost on a
+    # power cut (not a process crash), a fair trade for not fsyncing every commit.
+    "PRAGMA synchronous=NORMAL",
+    # Another process (the CLI beside a server) holding the write lock: wait, don't fail.
+    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    # SQLite ignores foreign keys unless asked, per connection.
+    "PRAGMA foreign_keys=ON",
+)
+
+
+def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
+    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the driver so that we choose its kind (below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """Engines and sessions for one database URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            if self.url.database and self.url.database != ":memory:":
+                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            self.write_engine = _sqlite_engine(self.url, "BEGIN IMMEDIATE")
+            self.read_engine = _sqlite_engine(self.url, "BEGIN")
+        else:
+            self.write_engine = create_async_engine(self.url, pool_pre_ping=True)
+            self.read_engine = self.write_engine
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One write transaction: committed when the block ends, rolled back on error."""
+        async with self._serialised():
+            try:
+                async with self._writer() as session, session.begin():
+                    yield session
+            except OperationalError as exc:
+                if _is_busy(exc):
+                    raise Busy("the database is busy; retry shortly") from exc
+                raise
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A read-only session; never holds the SQLite write lock."""
+        async with self._reader() as session, session.begin():
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def _serialised(self) -> AsyncIterator[None]:
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
+
+    async def dispose(self) -> None:
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()
+
+
+def _is_busy(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return "database is locked" in text or "database is busy" in text

@@ -1,0 +1,383 @@
+"""The save flow (DESIGN.md flow 1), step for step:
+
+1. one transaction: the run is ensured (named from the first message), the task is
+   created *before* the model is called, the user message is stored;
+2. the reply streams; its text is saved debounced as status `streaming`;
+3. one transaction: the task ends exactly once with text, tokens, cost and timings, the
+   run's aggregates and daily usage move with it, the assistant message is stored and
+   linked to the task, and the user message records how its reply went.
+
+A failed call ends the task `failed` and marks the user message `error`; a retry of that
+message keeps its id and adds a task attempt. The turn runs on its own asyncio task:
+whoever watches it (a terminal, an SSE client) can go away without stopping the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatledger import pricing
+from chatledger.config import Settings
+from chatledger.db.engine import Database
+from chatledger.engine.events import ChatEvent, EventLog
+from chatledger.engine.progress import ProgressWriter
+from chatledger.engine.turn import ChatRequest, TurnPlan, TurnResult
+from chatledger.errors import Conflict, InvalidInput, ProviderError
+from chatledger.ids import checked_id, new_id
+from chatledger.messages import service as messages
+from chatledger.messages.models import Message
+from chatledger.providers import ChatMessage, Delta, ModelRequest, estimate_tokens, resolve
+from chatledger.runs import service as runs
+from chatledger.runs.models import Run
+from chatledger.tasks import service as tasks
+from chatledger.tasks.models import Task
+from chatledger.tenants.caller import Caller
+from chatledger.tokens import TokenUsage
+
+
+class Turn:
+    """One reply in flight. Watch it with `events()`; `result()` waits for the record."""
+
+    def __init__(self, plan: TurnPlan, log: EventLog, job: asyncio.Task[TurnResult]) -> None:
+        self.plan = plan
+        self.log = log
+        self._job = job
+
+    def events(self, after: int = 0) -> Any:
+        return self.log.follow(after)
+
+    async def result(self) -> TurnResult:
+        return await asyncio.shield(self._job)
+
+    def cancel(self) -> None:
+        self._job.cancel()
+
+
+class ChatEngine:
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self.database = database
+        self.settings = settings
+        self._live: set[asyncio.Task[TurnResult]] = set()
+
+    async def start(self, caller: Caller, request: ChatRequest) -> Turn:
+        """Record the user's message and start the reply. Bad input raises here, before
+        anything is written."""
+        if not request.content.strip():
+            raise InvalidInput("content", "must not be empty")
+        async with self.database.transaction() as session:
+            existing = None
+            if request.message_id is not None:
+                existing = await session.get(Message, (caller.project_id, request.message_id))
+            if existing is not None:
+                if existing.content != request.content:
+                    raise Conflict(
+                        f"message {existing.id!r} already exists with other content",
+                        id=existing.id,
+                    )
+                # The same message sent again (a client retrying its POST): answer it
+                # as a retry, which refuses if it was already answered.
+                plan = await self._plan_retry(session, caller, existing.id, request)
+            else:
+                plan = await self._plan_new(session, caller, request)
+        return self._launch(caller, plan)
+
+    async def retry(
+        self, caller: Caller, message_id: str, request: ChatRequest | None = None
+    ) -> Turn:
+        """Answer a user message again: same message id, a new task attempt."""
+        async with self.database.transaction() as session:
+            plan = await self._plan_retry(session, caller, message_id, request)
+        return self._launch(caller, plan)
+
+    async def shutdown(self) -> None:
+        """Cancel the replies in flight; each records itself as cancelled."""
+        for job in list(self._live):
+            job.cancel()
+        await asyncio.gather(*self._live, return_exceptions=True)
+
+    # -- step 1: before the model is called ---------------------------------------------
+
+    async def _plan_new(self, session: AsyncSession, caller: Caller, req: ChatRequest) -> TurnPlan:
+        model_string = req.model or self.settings.default_model
+        resolve(model_string)  # an unknown model is a 422 before anything is written
+        run, run_created = await runs.ensure(
+            session,
+            caller,
+            req.run_id,
+            name=req.run_name,
+            first_message=req.content,
+            # The run remembers its model; per-turn settings stay with the turn's task.
+            settings={"model": model_string},
+        )
+        message_id = checked_id(req.message_id, "message.id")
+        task = await self._create_task(session, caller, run, req, message_id)
+        await messages.append(
+            session,
+            caller,
+            run.id,
+            messages.NewMessage(role="user", content=req.content, id=message_id, task_id=task.id),
+        )
+        return await self._plan(session, caller, run, run_created, task, message_id)
+
+    async def _plan_retry(
+        self, session: AsyncSession, caller: Caller, message_id: str, req: ChatRequest | None
+    ) -> TurnPlan:
+        message = await messages.get(session, caller, message_id)
+        if message.role != "user":
+            raise InvalidInput("message_id", "only a user message can be retried")
+        for task in await tasks.list_for_run(session, caller, message.run_id):
+            if task.user_message_id != message.id:
+                continue
+            if task.status == "completed":
+                raise Conflict(f"message {message.id!r} was already answered", task_id=task.id)
+            if not task.is_terminal:
+                raise Conflict(f"message {message.id!r} is being answered", task_id=task.id)
+        run = await runs.get(session, caller, message.run_id)
+        req = req or ChatRequest(content=message.content)
+        task = await self._create_task(session, caller, run, req, message.id)
+        message.task_id = task.id
+        await messages.set_outcome(session, message, "complete", None)
+        return await self._plan(session, caller, run, False, task, message.id)
+
+    async def _create_task(
+        self, session: AsyncSession, caller: Caller, run: Run, req: ChatRequest, message_id: str
+    ) -> Task:
+        model_string = req.model or run.settings.get("model") or self.settings.default_model
+        provider, model = resolve(model_string)
+        settings = {**run.settings, **req.settings}
+        settings.pop("model", None)
+        provider.check_settings(settings)
+        task, created = await tasks.create(
+            session,
+            caller,
+            tasks.NewTask(
+                id=req.task_id,
+                run_id=run.id,
+                model=model,
+                provider=provider.name,
+                user_message_id=message_id,
+                service="chat",
+                task_name="chat",
+                request={"model": model_string, "settings": settings},
+            ),
+        )
+        if not created:
+            raise Conflict(f"task {task.id!r} already exists", id=task.id)
+        return task
+
+    async def _plan(
+        self,
+        session: AsyncSession,
+        caller: Caller,
+        run: Run,
+        run_created: bool,
+        task: Task,
+        message_id: str,
+    ) -> TurnPlan:
+        provider, model = resolve(task.request["model"])
+        history = [
+            ChatMessage(m.role, m.content)
+            for m in await messages.list_messages(session, caller, run.id)
+            # Messages whose exchange failed are not part of the conversation, except
+            # the one being answered now.
+            if m.status == "complete" or m.id == message_id
+        ]
+        return TurnPlan(
+            run_id=run.id,
+            run_name=run.name,
+            run_created=run_created,
+            task_id=task.id,
+            attempt=task.attempt,
+            user_message_id=message_id,
+            provider=provider,
+            model=model,
+            request=ModelRequest(model, tuple(history), task.request["settings"]),
+        )
+
+    def _launch(self, caller: Caller, plan: TurnPlan) -> Turn:
+        log = EventLog()
+        log.emit("run", {"id": plan.run_id, "name": plan.run_name, "created": plan.run_created})
+        log.emit("task", {"id": plan.task_id, "attempt": plan.attempt, "model": plan.model})
+        job = asyncio.create_task(self._reply(caller, plan, log), name=f"turn:{plan.task_id}")
+        self._live.add(job)
+        job.add_done_callback(self._live.discard)
+        return Turn(plan, log, job)
+
+    # -- steps 2 and 3: the reply and its record ----------------------------------------
+
+    async def _reply(self, caller: Caller, plan: TurnPlan, log: EventLog) -> TurnResult:
+        writer = ProgressWriter(
+            self.database,
+            caller,
+            plan.task_id,
+            interval_s=self.settings.stream_debounce_ms / 1000,
+            heartbeat_s=self.settings.task_lease_seconds / 3,
+        )
+        writer.start()
+        started = time.monotonic()
+        text, usage, ttft_ms = "", None, None
+        try:
+            async for event in plan.provider.stream(plan.request):
+                if isinstance(event, Delta):
+                    if ttft_ms is None:
+                        ttft_ms = _ms_since(started)
+                    text += event.text
+                    writer.note(text)
+                    log.emit("delta", {"text": event.text})
+                    if writer.ended_as is not None:
+                        break
+                else:
+                    usage = event.usage
+        except ProviderError as exc:
+            await writer.close()
+            error = {"kind": exc.kind, "message": exc.message, "retryable": exc.retryable}
+            return await self._record_failure(caller, plan, log, text, error, started, ttft_ms)
+        except asyncio.CancelledError:
+            await asyncio.shield(writer.close())
+            error = {"kind": "cancelled", "message": "the reply was cancelled"}
+            await asyncio.shield(
+                self._record_failure(caller, plan, log, text, error, started, ttft_ms)
+            )
+            raise
+        except Exception as exc:
+            await writer.close()
+            error = {"kind": "internal", "message": f"{type(exc).__name__}: {exc}"}
+            await self._record_failure(caller, plan, log, text, error, started, ttft_ms)
+            raise
+        await writer.close()
+        if writer.ended_as is not None:
+            error = {"kind": writer.ended_as, "message": f"the task was {writer.ended_as}"}
+            log.emit("error", error)
+            log.close()
+            return TurnResult(
+                plan.run_id, plan.task_id, plan.user_message_id, writer.ended_as, text, error=error
+            )
+        return await self._record_success(caller, plan, log, text, usage, ttft_ms, started)
+
+    async def _record_success(
+        self,
+        caller: Caller,
+        plan: TurnPlan,
+        log: EventLog,
+        text: str,
+        usage: TokenUsage | None,
+        ttft_ms: int | None,
+        started: float,
+    ) -> TurnResult:
+        if usage is None:  # the provider reported nothing: estimate, and say so
+            usage = self._estimate(plan, text)
+        outcome = tasks.Outcome(
+            status="completed",
+            response_text=text,
+            usage=usage,
+            ttft_ms=ttft_ms,
+            total_ms=_ms_since(started),
+        )
+        async with self.database.transaction() as session:
+            task, _ = await tasks.finish(session, caller, plan.task_id, outcome)
+            assistant, _ = await messages.append(
+                session,
+                caller,
+                plan.run_id,
+                messages.NewMessage(
+                    role="assistant",
+                    content=text,
+                    id=new_id(),
+                    task_id=task.id,
+                    parent_id=plan.user_message_id,
+                    metadata={"model": task.model},
+                ),
+            )
+            user_message = await messages.get(session, caller, plan.user_message_id)
+            await messages.set_outcome(session, user_message, "complete", None)
+        log.emit("usage", _usage_event(task))
+        result = TurnResult(
+            run_id=plan.run_id,
+            task_id=task.id,
+            user_message_id=plan.user_message_id,
+            status="completed",
+            text=text,
+            assistant_message_id=assistant.id,
+            usage=usage,
+            cost_nano=task.cost_nano,
+            price_source=task.price_source,
+            ttft_ms=task.ttft_ms,
+            total_ms=task.total_ms,
+        )
+        log.emit("done", {"task_id": task.id, "message_id": assistant.id, "status": "completed"})
+        log.close()
+        return result
+
+    async def _record_failure(
+        self,
+        caller: Caller,
+        plan: TurnPlan,
+        log: EventLog,
+        text: str,
+        error: dict[str, Any],
+        started: float,
+        ttft_ms: int | None,
+    ) -> TurnResult:
+        cancelled = error["kind"] == "cancelled"
+        # Tokens already streamed were paid for: estimate them rather than lose them.
+        usage = self._estimate(plan, text) if text else None
+        outcome = tasks.Outcome(
+            status="cancelled" if cancelled else "failed",
+            response_text=text,
+            usage=usage,
+            error=error,
+            ttft_ms=ttft_ms,
+            total_ms=_ms_since(started),
+        )
+        async with self.database.transaction() as session:
+            task, _ = await tasks.finish(session, caller, plan.task_id, outcome)
+            user_message = await messages.get(session, caller, plan.user_message_id)
+            await messages.set_outcome(
+                session, user_message, "error", {**error, "task_id": task.id}
+            )
+        log.emit("error", error)
+        log.close()
+        return TurnResult(
+            run_id=plan.run_id,
+            task_id=task.id,
+            user_message_id=plan.user_message_id,
+            status=outcome.status,
+            text=text,
+            usage=usage or TokenUsage(),
+            cost_nano=task.cost_nano,
+            price_source=task.price_source,
+            ttft_ms=task.ttft_ms,
+            total_ms=task.total_ms,
+            error=error,
+        )
+
+    @staticmethod
+    def _estimate(plan: TurnPlan, text: str) -> TokenUsage:
+        prompt = sum(estimate_tokens(m.content) for m in plan.request.messages)
+        return TokenUsage(input_tokens=prompt, output_tokens=estimate_tokens(text), estimated=True)
+
+
+def _usage_event(task: Task) -> dict[str, Any]:
+    cost = pricing.usd(task.cost_nano)
+    return {
+        "input_tokens": task.input_tokens,
+        "output_tokens": task.output_tokens,
+        "cached_tokens": task.cached_tokens,
+        "reasoning_tokens": task.reasoning_tokens,
+        "estimated": task.usage_estimated,
+        "cost_usd": None if cost is None else f"{cost:f}",
+        "price_source": task.price_source,
+        "ttft_ms": task.ttft_ms,
+        "total_ms": task.total_ms,
+    }
+
+
+def _ms_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+__all__ = ["ChatEngine", "ChatEvent", "ChatRequest", "Turn", "TurnResult"]

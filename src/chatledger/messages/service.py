@@ -1,0 +1,135 @@
+"""The rules for messages: appended as rows, idempotent by id, and updated in place only
+to record how the reply to them went (so a retry never duplicates a message)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatledger.db.types import utcnow
+from chatledger.db.upsert import insert_if_absent
+from chatledger.errors import Conflict, InvalidInput, NotFound
+from chatledger.ids import checked_id
+from chatledger.messages.models import Message
+from chatledger.runs import service as runs
+from chatledger.tenants.caller import Caller
+
+ROLES = ("system", "user", "assistant", "tool")
+STATUSES = ("pending", "complete", "error")
+
+
+@dataclass
+class NewMessage:
+    role: str
+    content: str
+    id: str | None = None
+    status: str = "complete"
+    error: dict[str, Any] | None = None
+    task_id: str | None = None
+    parent_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+async def append(
+    session: AsyncSession, caller: Caller, run_id: str, new: NewMessage
+) -> tuple[Message, bool]:
+    """Store a message at the end of its run; True when this call stored it.
+
+    Sending the same message again (same id, role and content) returns the stored row
+    unchanged: clients retry and re-sync, and neither may add a row or count it twice.
+    The same id with other content is a conflict, not an overwrite.
+    """
+    if new.role not in ROLES:
+        raise InvalidInput("role", f"must be one of {', '.join(ROLES)}")
+    if new.status not in STATUSES:
+        raise InvalidInput("status", f"must be one of {', '.join(STATUSES)}")
+    message_id = checked_id(new.id, "id")
+    run = await runs.get(session, caller, run_id)
+    existing = await session.get(Message, (run.project_id, message_id))
+    if existing is not None:
+        return _same_or_conflict(existing, run_id, new), False
+
+    at = new.created_at or utcnow()
+    seq = await runs.count_message(session, run.project_id, run.id, new.content, at)
+    inserted = await insert_if_absent(
+        session,
+        Message,
+        {
+            "project_id": run.project_id,
+            "id": message_id,
+            "run_id": run.id,
+            "seq": seq,
+            "parent_id": new.parent_id,
+            "role": new.role,
+            "content": new.content,
+            "status": new.status,
+            "error": new.error,
+            "task_id": new.task_id,
+            "metadata": new.metadata,
+            "created_at": at,
+            "updated_at": at,
+        },
+    )
+    if not inserted:
+        # Lost a race with a concurrent append of the same id (possible on PostgreSQL,
+        # where the run lock only orders appends to one run): give the count back.
+        await _uncount(session, run.project_id, run.id)
+        existing = await session.get(Message, (run.project_id, message_id))
+        assert existing is not None
+        return _same_or_conflict(existing, run_id, new), False
+    message = await session.get(Message, (run.project_id, message_id))
+    assert message is not None
+    return message, True
+
+
+def _same_or_conflict(existing: Message, run_id: str, new: NewMessage) -> Message:
+    if (existing.run_id, existing.role, existing.content) != (run_id, new.role, new.content):
+        raise Conflict(
+            f"message {existing.id!r} already exists with other content",
+            id=existing.id,
+        )
+    return existing
+
+
+async def _uncount(session: AsyncSession, project_id: str, run_id: str) -> None:
+    from chatledger.runs.models import Run
+
+    await session.execute(
+        update(Run)
+        .where(Run.project_id == project_id, Run.id == run_id)
+        .values(message_count=Run.message_count - 1)
+    )
+
+
+async def get(session: AsyncSession, caller: Caller, message_id: str) -> Message:
+    message = await session.get(Message, (caller.project_id, message_id))
+    if message is None:
+        raise NotFound("message", message_id)
+    await runs.get(session, caller, message.run_id)  # not the caller's run: 404 too
+    return message
+
+
+async def list_messages(session: AsyncSession, caller: Caller, run_id: str) -> list[Message]:
+    run = await runs.get(session, caller, run_id)
+    stmt = (
+        select(Message)
+        .where(Message.project_id == run.project_id, Message.run_id == run.id)
+        .order_by(Message.seq)
+    )
+    return list(await session.scalars(stmt))
+
+
+async def set_outcome(
+    session: AsyncSession, message: Message, status: str, error: dict[str, Any] | None = None
+) -> Message:
+    """Record how the reply to a message went; the text and position never change."""
+    message.status = status
+    message.error = error
+    message.updated_at = utcnow()
+    await session.flush()
+    return message

@@ -1,0 +1,75 @@
+"""What a model call cost, in integer nano-USD, from the genai-prices database.
+
+`price_usage` is on the completion hot path: genai-prices caches the models it finds but
+scans its whole catalogue again for every unknown one, so misses are remembered here.
+Money stays integer nano-USD everywhere (exact sums on every database); `usd` turns it
+into a Decimal for display. An unknown price is `None`, never a made-up zero.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+import genai_prices
+from genai_prices import Usage, calc_price
+
+from chatledger.tokens import TokenUsage
+
+GENAI_PRICES_SOURCE = f"genai-prices {genai_prices.__version__}"
+FREE_PROVIDERS = frozenset({"echo"})
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    cost_nano: int | None
+    # Where the price came from ("genai-prices 0.2.3", "free", "unknown"), stored on the
+    # task so a cost can be explained, or recomputed, after prices change.
+    source: str
+
+
+UNKNOWN = Price(None, "unknown")
+FREE = Price(0, "free")
+
+
+def price_usage(provider: str, model: str, usage: TokenUsage, at: datetime | None = None) -> Price:
+    """Price `usage` of `provider`'s `model` at time `at` (now if None; naive means UTC)."""
+    if provider in FREE_PROVIDERS:
+        return FREE
+    if not _is_priced(provider, model):
+        return UNKNOWN
+    calculation = calc_price(
+        # genai-prices' input_tokens includes cache reads, as ours does: cached tokens
+        # are priced at the cache rate and not again at the input rate. Reasoning tokens
+        # are already inside output_tokens.
+        Usage(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cached_tokens,
+        ),
+        model_ref=model,
+        provider_id=provider,
+        genai_request_timestamp=at,
+    )
+    return Price(to_nano(calculation.total_price), GENAI_PRICES_SOURCE)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_priced(provider: str, model: str) -> bool:
+    try:
+        calc_price(Usage(input_tokens=0), model_ref=model, provider_id=provider)
+    except LookupError:
+        return False
+    return True
+
+
+def to_nano(amount_usd: Decimal) -> int:
+    """Exact USD → nano-USD, rounding half a nano up (away from zero)."""
+    return int(amount_usd.scaleb(9).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def usd(nano: int | None) -> Decimal | None:
+    """nano-USD → USD as an exact Decimal, for display and the API."""
+    return None if nano is None else Decimal(nano).scaleb(-9)

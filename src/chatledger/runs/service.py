@@ -1,0 +1,177 @@
+"""The rules for runs: who sees them, how they come to exist, and how their aggregates
+move. Aggregates only ever move by the same statements that write the rows they sum, so
+they cannot drift; `chatledger verify` proves it from the rows.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatledger.db.types import utcnow
+from chatledger.db.upsert import insert_if_absent
+from chatledger.errors import InvalidInput, NotFound
+from chatledger.ids import checked_id
+from chatledger.runs.models import Run
+from chatledger.tenants.caller import Caller
+from chatledger.usage import service as usage
+
+NAME_LENGTH = 60
+PREVIEW_LENGTH = 200
+
+
+def name_from_message(content: str) -> str:
+    """A run's automatic name: the first line of its first message, cut at a word."""
+    first_line = next((line for line in content.splitlines() if line.strip()), "")
+    text = re.sub(r"\s+", " ", first_line).strip()
+    if not text:
+        return "New conversation"
+    if len(text) <= NAME_LENGTH:
+        return text
+    cut = text[:NAME_LENGTH].rsplit(" ", 1)[0] or text[:NAME_LENGTH]
+    return cut.rstrip(" ,.;:-") + "…"
+
+
+def visible(stmt: Select[Any], caller: Caller) -> Select[Any]:
+    stmt = stmt.where(Run.project_id == caller.project_id)
+    if not caller.sees_all:
+        stmt = stmt.where(Run.user_id == caller.user_id)
+    return stmt
+
+
+async def get(session: AsyncSession, caller: Caller, run_id: str) -> Run:
+    run: Run | None = await session.scalar(visible(select(Run), caller).where(Run.id == run_id))
+    if run is None:
+        raise NotFound("run", run_id)
+    return run
+
+
+async def ensure(
+    session: AsyncSession,
+    caller: Caller,
+    run_id: str | None,
+    *,
+    name: str | None = None,
+    first_message: str | None = None,
+    settings: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    created_at: datetime | None = None,
+) -> tuple[Run, bool]:
+    """The run with this id, created if absent; True when this call created it.
+
+    A run that exists under another user of the project is not the caller's: 404.
+    """
+    run_id = checked_id(run_id, "run_id")
+    now = utcnow()
+    if name is not None and not name.strip():
+        raise InvalidInput("name", "must not be blank")
+    values = {
+        "project_id": caller.project_id,
+        "id": run_id,
+        "user_id": caller.user_id,
+        "name": name or name_from_message(first_message or ""),
+        "name_source": "user" if name else "auto",
+        "settings": settings or {},
+        "variable_values": {},
+        "metadata": metadata or {},
+        "created_at": created_at or now,
+        "updated_at": created_at or now,
+    }
+    created = await insert_if_absent(session, Run, values)
+    return await get(session, caller, run_id), created
+
+
+async def list_runs(
+    session: AsyncSession,
+    caller: Caller,
+    *,
+    limit: int = 50,
+    before: tuple[datetime, str] | None = None,
+    query: str | None = None,
+) -> list[Run]:
+    """Newest activity first; `before` is the (updated_at, id) of the last row seen."""
+    stmt = visible(select(Run), caller)
+    if before is not None:
+        at, run_id = before
+        stmt = stmt.where(or_(Run.updated_at < at, (Run.updated_at == at) & (Run.id < run_id)))
+    if query:
+        stmt = stmt.where(func.lower(Run.name).contains(query.lower(), autoescape=True))
+    stmt = stmt.order_by(Run.updated_at.desc(), Run.id.desc())
+    if limit > 0:
+        stmt = stmt.limit(limit)
+    return list(await session.scalars(stmt))
+
+
+async def rename(session: AsyncSession, caller: Caller, run_id: str, name: str) -> Run:
+    name = name.strip()
+    if not name:
+        raise InvalidInput("name", "must not be blank")
+    run = await get(session, caller, run_id)
+    run.name = name[:200]
+    run.name_source = "user"
+    run.updated_at = utcnow()
+    await session.flush()
+    return run
+
+
+async def delete_run(session: AsyncSession, caller: Caller, run_id: str) -> None:
+    """Delete a run with its messages and tasks (their usage leaves usage_daily too)."""
+    run = await get(session, caller, run_id)
+    await usage.forget_run(session, run.project_id, run.id)
+    await session.execute(delete(Run).where(Run.project_id == run.project_id, Run.id == run.id))
+    session.expunge(run)
+
+
+async def count_message(
+    session: AsyncSession, project_id: str, run_id: str, content: str, at: datetime
+) -> int:
+    """Count one new message into its run; returns the message's position (seq).
+
+    The UPDATE takes the run's row lock, so concurrent appends to one run get distinct,
+    gapless positions and message_count always equals the rows.
+    """
+    stmt = (
+        update(Run)
+        .where(Run.project_id == project_id, Run.id == run_id)
+        .values(
+            message_count=Run.message_count + 1,
+            last_message_at=at,
+            last_message_preview=content[:PREVIEW_LENGTH],
+            updated_at=at,
+        )
+        .returning(Run.message_count)
+    )
+    seq = await session.scalar(stmt)
+    if seq is None:
+        raise NotFound("run", run_id)
+    return seq
+
+
+async def add_task_usage(
+    session: AsyncSession,
+    project_id: str,
+    run_id: str,
+    *,
+    completed: bool,
+    tokens: int,
+    cost_nano: int | None,
+    model: str,
+    at: datetime,
+) -> None:
+    """Count a task that just reached a terminal state into its run, once."""
+    await session.execute(
+        update(Run)
+        .where(Run.project_id == project_id, Run.id == run_id)
+        .values(
+            task_count=Run.task_count + (1 if completed else 0),
+            total_tokens=Run.total_tokens + tokens,
+            total_cost_nano=Run.total_cost_nano + (cost_nano or 0),
+            last_model=model,
+            updated_at=at,
+        )
+        .execution_options(synchronize_session=False)
+    )

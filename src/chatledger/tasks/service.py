@@ -1,0 +1,252 @@
+"""The rules for tasks: created before the model is called, progress while it streams,
+and exactly one transition into a terminal state.
+
+That transition is the only place usage is counted. It is a guarded UPDATE
+(`WHERE status NOT IN terminal`), and the run's aggregates and `usage_daily` move in the
+same transaction only when that UPDATE changed a row, so a replayed or concurrent
+completion can never count a task twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatledger import pricing
+from chatledger.db.types import utcnow
+from chatledger.db.upsert import insert_if_absent
+from chatledger.errors import Conflict, InvalidInput, NotFound
+from chatledger.ids import checked_id
+from chatledger.runs import service as runs
+from chatledger.tasks.models import LIVE, TERMINAL, Task
+from chatledger.tenants.caller import Caller
+from chatledger.tokens import TokenUsage
+from chatledger.usage import service as usage
+
+
+@dataclass
+class NewTask:
+    run_id: str | None
+    model: str
+    provider: str
+    id: str | None = None
+    user_message_id: str | None = None
+    service: str | None = None
+    task_name: str | None = None
+    request: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What a terminal transition records. None means "not reported"."""
+
+    status: str
+    response_text: str | None = None
+    usage: TokenUsage | None = None
+    error: dict[str, Any] | None = None
+    # A cost the caller computed itself; otherwise it is priced here from the usage.
+    cost_nano: int | None = None
+    ttft_ms: int | None = None
+    total_ms: int | None = None
+    completed_at: datetime | None = None
+
+
+def _visible(caller: Caller) -> Any:
+    condition = Task.project_id == caller.project_id
+    if not caller.sees_all:
+        condition = condition & (Task.user_id == caller.user_id)
+    return condition
+
+
+async def get(session: AsyncSession, caller: Caller, task_id: str) -> Task:
+    task = await session.scalar(select(Task).where(_visible(caller), Task.id == task_id))
+    if task is None:
+        raise NotFound("task", task_id)
+    return task
+
+
+async def list_for_run(session: AsyncSession, caller: Caller, run_id: str) -> list[Task]:
+    run = await runs.get(session, caller, run_id)
+    stmt = (
+        select(Task)
+        .where(Task.project_id == run.project_id, Task.run_id == run.id)
+        .order_by(Task.created_at, Task.id)
+    )
+    return list(await session.scalars(stmt))
+
+
+async def create(session: AsyncSession, caller: Caller, new: NewTask) -> tuple[Task, bool]:
+    """Create a task (its run ensured); True when this call created it.
+
+    Creating the same task id again returns the stored task, so a client may retry the
+    call; an id already used for another run is a conflict.
+    """
+    task_id = checked_id(new.id, "id")
+    if not new.model:
+        raise InvalidInput("model", "is required")
+    run, _ = await runs.ensure(session, caller, new.run_id)
+    attempt = 1
+    if new.user_message_id is not None:
+        previous = await session.scalar(
+            select(func.count())
+            .select_from(Task)
+            .where(
+                Task.project_id == run.project_id,
+                Task.user_message_id == new.user_message_id,
+            )
+        )
+        attempt = (previous or 0) + 1
+    now = utcnow()
+    created = await insert_if_absent(
+        session,
+        Task,
+        {
+            "project_id": run.project_id,
+            "id": task_id,
+            "run_id": run.id,
+            "user_id": run.user_id,
+            "user_message_id": new.user_message_id,
+            "attempt": attempt,
+            "service": new.service,
+            "task_name": new.task_name,
+            "provider": new.provider,
+            "model": new.model,
+            "request": new.request,
+            "status": "pending",
+            "response_text": "",
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cached_tokens": 0,
+            "reasoning_tokens": 0,
+            "usage_estimated": False,
+            "created_at": now,
+            "updated_at": now,
+            "heartbeat_at": now,
+        },
+    )
+    task = await get(session, caller, task_id)
+    if not created and task.run_id != run.id:
+        raise Conflict(f"task {task_id!r} belongs to another run", id=task_id)
+    return task, created
+
+
+async def progress(
+    session: AsyncSession, caller: Caller, task_id: str, response_text: str | None = None
+) -> Task:
+    """Record streaming progress (text so far) and a heartbeat for a live task."""
+    now = utcnow()
+    values: dict[str, Any] = {"status": "streaming", "heartbeat_at": now, "updated_at": now}
+    if response_text is not None:
+        values["response_text"] = response_text
+    stmt = (
+        update(Task)
+        .where(_visible(caller), Task.id == task_id, Task.status.in_(LIVE))
+        .values(**values)
+        .returning(Task)
+        .execution_options(populate_existing=True)
+    )
+    task = await session.scalar(stmt)
+    if task is None:
+        stored = await get(session, caller, task_id)
+        raise Conflict(f"task {task_id!r} is already {stored.status}", status=stored.status)
+    return task
+
+
+async def finish(
+    session: AsyncSession, caller: Caller, task_id: str, outcome: Outcome
+) -> tuple[Task, bool]:
+    """Move a task into a terminal state exactly once; True when this call moved it.
+
+    Replaying the same outcome returns the stored task unchanged; a different outcome
+    for a task that already ended is a conflict.
+    """
+    if outcome.status not in TERMINAL:
+        raise InvalidInput("status", f"must be one of {', '.join(TERMINAL)}")
+    task = await get(session, caller, task_id)
+    if task.is_terminal:
+        return _replayed(task, outcome), False
+
+    at = outcome.completed_at or utcnow()
+    tokens = outcome.usage or TokenUsage()
+    values: dict[str, Any] = {
+        "status": outcome.status,
+        "error": outcome.error,
+        "input_tokens": tokens.input_tokens,
+        "output_tokens": tokens.output_tokens,
+        "cached_tokens": tokens.cached_tokens,
+        "reasoning_tokens": tokens.reasoning_tokens,
+        "usage_estimated": tokens.estimated,
+        "ttft_ms": outcome.ttft_ms,
+        "total_ms": outcome.total_ms,
+        "updated_at": at,
+        "completed_at": at,
+    }
+    if outcome.response_text is not None:
+        values["response_text"] = outcome.response_text
+    if outcome.cost_nano is not None:
+        values["cost_nano"], values["price_source"] = outcome.cost_nano, "client"
+    else:
+        price = pricing.price_usage(task.provider, task.model, tokens, at)
+        values["cost_nano"], values["price_source"] = price.cost_nano, price.source
+
+    stmt = (
+        update(Task)
+        .where(
+            Task.project_id == task.project_id,
+            Task.id == task.id,
+            Task.status.not_in(TERMINAL),
+        )
+        .values(**values)
+        .returning(Task)
+        .execution_options(populate_existing=True)
+    )
+    ended = await session.scalar(stmt)
+    if ended is None:  # another transaction ended it between our read and our update
+        return _replayed(await get(session, caller, task_id), outcome), False
+
+    await runs.add_task_usage(
+        session,
+        ended.project_id,
+        ended.run_id,
+        completed=ended.status == "completed",
+        tokens=ended.total_tokens,
+        cost_nano=ended.cost_nano,
+        model=ended.model,
+        at=at,
+    )
+    await usage.count_task(session, ended)
+    return ended, True
+
+
+def _replayed(task: Task, outcome: Outcome) -> Task:
+    """The stored task if `outcome` says the same as what is stored, else a conflict."""
+    same = task.status == outcome.status
+    if same and outcome.response_text is not None:
+        same = task.response_text == outcome.response_text
+    if same and outcome.usage is not None:
+        u = outcome.usage
+        same = (task.input_tokens, task.output_tokens, task.cached_tokens) == (
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_tokens,
+        )
+    if not same:
+        raise Conflict(
+            f"task {task.id!r} already ended as {task.status}", id=task.id, status=task.status
+        )
+    return task
+
+
+async def stale(session: AsyncSession, older_than: datetime, limit: int = 500) -> list[Task]:
+    """Live tasks, in any project, whose last heartbeat is older than `older_than`."""
+    stmt = (
+        select(Task)
+        .where(Task.status.in_(LIVE), Task.heartbeat_at < older_than)
+        .order_by(Task.heartbeat_at)
+        .limit(limit)
+    )
+    return list(await session.scalars(stmt))

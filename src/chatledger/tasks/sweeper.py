@@ -1,0 +1,35 @@
+"""The sweeper: a task whose writer died (crash, kill -9, lost network) stops sending
+heartbeats. Once the lease has passed it is ended as `interrupted`, keeping the text it
+had streamed, through the same exactly-once transition as any other ending."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from chatledger.db.engine import Database
+from chatledger.db.types import utcnow
+from chatledger.tasks import service as tasks
+from chatledger.tenants.caller import Caller
+
+
+async def sweep(database: Database, lease_seconds: float) -> list[str]:
+    """End every task whose lease has expired; returns their ids."""
+    cutoff = utcnow() - timedelta(seconds=lease_seconds)
+    async with database.reading() as session:
+        expired = [(t.project_id, t.user_id, t.id) for t in await tasks.stale(session, cutoff)]
+    swept = []
+    for project_id, user_id, task_id in expired:
+        caller = Caller(project_id, user_id, sees_all=True)
+        outcome = tasks.Outcome(
+            status="interrupted",
+            error={"kind": "lease_expired", "message": f"no heartbeat for {lease_seconds:g}s"},
+        )
+        async with database.transaction() as session:
+            task = await tasks.get(session, caller, task_id)
+            # A heartbeat may have arrived since we looked; the lease is then not over.
+            if task.is_terminal or task.heartbeat_at >= cutoff:
+                continue
+            _, ended = await tasks.finish(session, caller, task_id, outcome)
+        if ended:
+            swept.append(task_id)
+    return swept

@@ -1,0 +1,25 @@
+"""Token usage of one model call: the unit that providers report, pricing prices and
+the ledger counts.
+
+`cached_tokens` is the part of `input_tokens` served from the provider's prompt cache and
+`reasoning_tokens` the part of `output_tokens` spent on hidden reasoning: both are
+subsets, never added on top, so `total` is input + output and nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    # True when the provider reported nothing and the counts were estimated from text.
+    estimated: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens

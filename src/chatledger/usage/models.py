@@ -1,0 +1,28 @@
+"""The `usage_daily` table: per project, user, UTC day and model, the sums of the tasks
+that ended that day. No NULLs in the key, so the upsert always finds its row."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import BigInteger, Date, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from chatledger.db.base import Base
+from chatledger.db.types import Id, NanoUSD
+
+
+class UsageDaily(Base):
+    __tablename__ = "usage_daily"
+
+    project_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    failed_requests: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_nano: Mapped[int] = mapped_column(NanoUSD, default=0)

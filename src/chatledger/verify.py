@@ -1,0 +1,176 @@
+"""`chatledger verify`: recompute every aggregate from the rows it sums and name each
+difference; with `repair`, write the recomputed values (for data written around
+chatledger, e.g. by hand or by an older tool)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatledger.messages.models import Message
+from chatledger.runs.models import Run
+from chatledger.tasks.models import TERMINAL, Task
+from chatledger.usage.models import UsageDaily
+from chatledger.usage.service import FAILED
+
+RUN_FIELDS = ("task_count", "message_count", "total_tokens", "total_cost_nano")
+USAGE_FIELDS = (
+    "requests",
+    "failed_requests",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost_nano",
+)
+
+
+@dataclass(frozen=True)
+class Drift:
+    table: str
+    key: tuple[Any, ...]
+    field: str
+    stored: int
+    expected: int
+
+    def __str__(self) -> str:
+        key = "/".join(str(part) for part in self.key)
+        return f"{self.table} {key}: {self.field} is {self.stored}, rows say {self.expected}"
+
+
+async def find_drift(session: AsyncSession) -> list[Drift]:
+    return await _run_drift(session) + await _usage_drift(session)
+
+
+async def repair(session: AsyncSession) -> list[Drift]:
+    """Write the recomputed values wherever they differ; returns what was changed."""
+    drifts = await find_drift(session)
+    for drift in drifts:
+        if drift.table == "runs":
+            project_id, run_id = drift.key
+            await session.execute(
+                update(Run)
+                .where(Run.project_id == project_id, Run.id == run_id)
+                .values({drift.field: drift.expected})
+            )
+    usage_keys = {d.key for d in drifts if d.table == "usage_daily"}
+    if usage_keys:
+        expected = await _usage_from_tasks(session)
+        for key in usage_keys:
+            where = _usage_where(key)
+            await session.execute(delete(UsageDaily).where(*where))
+            if key in expected:
+                project_id, user_id, day, model = key
+                session.add(
+                    UsageDaily(
+                        project_id=project_id,
+                        user_id=user_id,
+                        day=day,
+                        model=model,
+                        **dict(zip(USAGE_FIELDS, expected[key], strict=True)),
+                    )
+                )
+        await session.flush()
+    return drifts
+
+
+async def _run_drift(session: AsyncSession) -> list[Drift]:
+    tasks = (
+        select(
+            Task.project_id,
+            Task.run_id,
+            func.sum(case((Task.status == "completed", 1), else_=0)).label("task_count"),
+            func.sum(Task.input_tokens + Task.output_tokens).label("total_tokens"),
+            func.sum(func.coalesce(Task.cost_nano, 0)).label("total_cost_nano"),
+        )
+        .where(Task.status.in_(TERMINAL))
+        .group_by(Task.project_id, Task.run_id)
+        .subquery()
+    )
+    counted = (
+        select(Message.project_id, Message.run_id, func.count().label("message_count"))
+        .group_by(Message.project_id, Message.run_id)
+        .subquery()
+    )
+    stmt = (
+        select(
+            Run.project_id,
+            Run.id,
+            *(getattr(Run, name) for name in RUN_FIELDS),
+            func.coalesce(tasks.c.task_count, 0),
+            func.coalesce(counted.c.message_count, 0),
+            func.coalesce(tasks.c.total_tokens, 0),
+            func.coalesce(tasks.c.total_cost_nano, 0),
+        )
+        .outerjoin(tasks, (tasks.c.project_id == Run.project_id) & (tasks.c.run_id == Run.id))
+        .outerjoin(counted, (counted.c.project_id == Run.project_id) & (counted.c.run_id == Run.id))
+        .order_by(Run.project_id, Run.id)
+    )
+    drifts = []
+    for row in await session.execute(stmt):
+        project_id, run_id, *values = row
+        stored, expected = values[: len(RUN_FIELDS)], values[len(RUN_FIELDS) :]
+        for name, have, want in zip(RUN_FIELDS, stored, expected, strict=True):
+            if int(have) != int(want):
+                drifts.append(Drift("runs", (project_id, run_id), name, int(have), int(want)))
+    return drifts
+
+
+UsageKey = tuple[str, str, date, str]
+
+
+async def _usage_from_tasks(session: AsyncSession) -> dict[UsageKey, list[int]]:
+    """Daily usage summed in Python: the UTC day of a timestamp is spelled differently on
+    each database, and this is a maintenance command, not a hot path."""
+    totals: dict[UsageKey, list[int]] = defaultdict(lambda: [0] * len(USAGE_FIELDS))
+    stmt = select(
+        Task.project_id,
+        Task.user_id,
+        Task.completed_at,
+        Task.model,
+        Task.status,
+        Task.input_tokens,
+        Task.output_tokens,
+        Task.cached_tokens,
+        Task.reasoning_tokens,
+        Task.cost_nano,
+    ).where(Task.status.in_(TERMINAL))
+    async for row in await session.stream(stmt.execution_options(yield_per=1000)):
+        project_id, user_id, completed_at, model, status, *tokens, cost_nano = row
+        counts = [1, int(status in FAILED), *tokens, cost_nano or 0]
+        assert completed_at is not None, "a terminal task has an end time"
+        total = totals[(project_id, user_id, completed_at.date(), model)]
+        for index, n in enumerate(counts):
+            total[index] += n
+    return dict(totals)
+
+
+async def _usage_drift(session: AsyncSession) -> list[Drift]:
+    expected = await _usage_from_tasks(session)
+    stored: dict[UsageKey, list[int]] = {}
+    for usage in await session.scalars(select(UsageDaily)):
+        key = (usage.project_id, usage.user_id, usage.day, usage.model)
+        stored[key] = [getattr(usage, name) for name in USAGE_FIELDS]
+    zero = [0] * len(USAGE_FIELDS)
+    drifts = []
+    for key in sorted(set(expected) | set(stored)):
+        have, want = stored.get(key, zero), expected.get(key, zero)
+        for name, a, b in zip(USAGE_FIELDS, have, want, strict=True):
+            if a != b:
+                drifts.append(Drift("usage_daily", key, name, a, b))
+    return drifts
+
+
+def _usage_where(key: tuple[Any, ...]) -> list[Any]:
+    project_id, user_id, day, model = key
+    return [
+        UsageDaily.project_id == project_id,
+        UsageDaily.user_id == user_id,
+        UsageDaily.day == day,
+        UsageDaily.model == model,
+    ]

@@ -1,0 +1,73 @@
+"""Fixtures shared by every test: a migrated database on SQLite AND PostgreSQL (each test
+gets its own, created and dropped), and a Ledger on it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from chatledger import Ledger, Settings
+from chatledger.db.engine import Database
+from chatledger.db.migrate import upgrade
+from tests.postgres import create_database, drop_database, postgres_server
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[tuple[str, str] | None]:
+    """(admin URL, template database name): migrated once, copied per test (fast)."""
+    with postgres_server() as admin_url:
+        if admin_url is None:
+            if os.environ.get("CI") == "true":
+                raise RuntimeError("CI=true but no PostgreSQL server could be found or started")
+            yield None
+            return
+        template_url = create_database(admin_url)
+
+        async def migrate() -> None:
+            database = Database(template_url)
+            await upgrade(database)
+            await database.dispose()
+
+        asyncio.run(migrate())
+        try:
+            yield admin_url, str(make_url(template_url).database)
+        finally:
+            drop_database(admin_url, template_url)
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    postgres_template: tuple[str, str] | None,
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+        return
+    if postgres_template is None:
+        pytest.skip("no PostgreSQL server (set CHATLEDGER_TEST_POSTGRES_URL)")
+    admin_url, template = postgres_template
+    url = create_database(admin_url, template=template)
+    try:
+        yield url
+    finally:
+        drop_database(admin_url, url)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    # A short debounce so streaming tests see progress writes within milliseconds.
+    return Settings(database_url=database_url, stream_debounce_ms=20)
+
+
+@pytest.fixture
+async def ledger(settings: Settings) -> AsyncIterator[Ledger]:
+    async with Ledger(settings) as opened:
+        yield opened

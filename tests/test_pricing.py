@@ -1,0 +1,89 @@
+"""Pricing: exact nano-USD from genai-prices, cache reads at the cache rate, honest unknowns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from chatledger.pricing import Price, price_usage, to_nano, usd
+from chatledger.tokens import TokenUsage
+
+# A fixed date so a future change in list prices cannot move these expectations.
+AT = datetime(2025, 6, 1, tzinfo=UTC)
+# gpt-4o list prices per token, in nano-USD: $2.50 / $1.25 cached / $10.00 per million.
+GPT4O_INPUT, GPT4O_CACHED, GPT4O_OUTPUT = 2_500, 1_250, 10_000
+
+
+def test_gpt_4o_priced_exactly() -> None:
+    price = price_usage("openai", "gpt-4o", TokenUsage(input_tokens=1_234, output_tokens=567), AT)
+
+    assert price.cost_nano == 1_234 * GPT4O_INPUT + 567 * GPT4O_OUTPUT
+    assert price.source.startswith("genai-prices ")
+
+
+def test_cached_tokens_priced_at_cache_rate_once() -> None:
+    usage = TokenUsage(input_tokens=1_000, output_tokens=500, cached_tokens=200)
+
+    price = price_usage("openai", "gpt-4o", usage, AT)
+
+    # 800 fresh + 200 cached input tokens: the cached ones are not also charged as input.
+    assert price.cost_nano == 800 * GPT4O_INPUT + 200 * GPT4O_CACHED + 500 * GPT4O_OUTPUT
+    assert price.cost_nano == 7_250_000
+
+
+def test_reasoning_tokens_are_not_charged_twice() -> None:
+    plain = TokenUsage(input_tokens=10, output_tokens=100)
+    with_reasoning = TokenUsage(input_tokens=10, output_tokens=100, reasoning_tokens=80)
+
+    assert price_usage("openai", "gpt-4o", with_reasoning, AT) == price_usage(
+        "openai", "gpt-4o", plain, AT
+    )
+
+
+def test_zero_usage_of_a_known_model_costs_zero() -> None:
+    price = price_usage("openai", "gpt-4o", TokenUsage(), AT)
+
+    assert price.cost_nano == 0
+    assert price.source.startswith("genai-prices ")
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [("openai", "no-such-model-xyz"), ("no-such-provider", "gpt-4o")],
+)
+def test_unknown_model_has_no_price(provider: str, model: str) -> None:
+    usage = TokenUsage(input_tokens=100, output_tokens=100)
+
+    # Asked twice: the second answer comes from the miss cache and must be the same.
+    assert price_usage(provider, model, usage) == Price(None, "unknown")
+    assert price_usage(provider, model, usage) == Price(None, "unknown")
+
+
+def test_echo_is_free() -> None:
+    price = price_usage("echo", "echo", TokenUsage(input_tokens=10**6, output_tokens=10**6))
+
+    assert price == Price(0, "free")
+
+
+@pytest.mark.parametrize(
+    ("amount", "nano"),
+    [
+        (Decimal("0.00725"), 7_250_000),
+        (Decimal("0.0000001125"), 113),  # 112.5 nano: half rounds up, not to even
+        (Decimal("0.0000001124"), 112),
+        (Decimal("0.0000000005"), 1),
+        (Decimal("0"), 0),
+        (Decimal("123456.789012345"), 123_456_789_012_345),
+    ],
+)
+def test_to_nano_is_exact_and_rounds_half_up(amount: Decimal, nano: int) -> None:
+    assert to_nano(amount) == nano
+
+
+def test_usd_round_trips_nano() -> None:
+    assert usd(None) is None
+    assert usd(7_250_000) == Decimal("0.00725")
+    assert usd(1) == Decimal("0.000000001")
+    assert to_nano(usd(123_456_789) or Decimal(0)) == 123_456_789
