@@ -27,6 +27,9 @@ async def insert_if_absent(
     at once both succeed, and exactly one of them is told it created the row.
     """
     stmt = _insert(session, model).values(**values).on_conflict_do_nothing()
+    # SQLAlchemy keeps an INSERT's rowcount only when asked; psycopg's is -1 (truthy)
+    # once the cursor is closed, which would report every conflict as a creation.
+    stmt = stmt.execution_options(preserve_rowcount=True)
     result = cast(CursorResult[Any], await session.execute(stmt))
     return bool(result.rowcount)
 

@@ -9,18 +9,20 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Select, case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatledger.db.types import utcnow
+from chatledger.db.types import UtcTimeStamp, utcnow
 from chatledger.db.upsert import insert_if_absent
 from chatledger.errors import InvalidInput, NotFound
 from chatledger.ids import checked_id
 from chatledger.runs.models import Run
+from chatledger.tasks.models import Task
 from chatledger.tenants.caller import Caller
 from chatledger.usage import service as usage
 
 NAME_LENGTH = 60
+NAME_COLUMN_LENGTH = 200
 PREVIEW_LENGTH = 200
 
 
@@ -67,8 +69,11 @@ async def ensure(
     """
     run_id = checked_id(run_id, "run_id")
     now = utcnow()
-    if name is not None and not name.strip():
-        raise InvalidInput("name", "must not be blank")
+    if name is not None:
+        # As `rename` does: a name longer than the column is a 500 on PostgreSQL.
+        name = name.strip()[:NAME_COLUMN_LENGTH]
+        if not name:
+            raise InvalidInput("name", "must not be blank")
     values = {
         "project_id": caller.project_id,
         "id": run_id,
@@ -111,7 +116,7 @@ async def rename(session: AsyncSession, caller: Caller, run_id: str, name: str) 
     if not name:
         raise InvalidInput("name", "must not be blank")
     run = await get(session, caller, run_id)
-    run.name = name[:200]
+    run.name = name[:NAME_COLUMN_LENGTH]
     run.name_source = "user"
     run.updated_at = utcnow()
     await session.flush()
@@ -121,9 +126,24 @@ async def rename(session: AsyncSession, caller: Caller, run_id: str, name: str) 
 async def delete_run(session: AsyncSession, caller: Caller, run_id: str) -> None:
     """Delete a run with its messages and tasks (their usage leaves usage_daily too)."""
     run = await get(session, caller, run_id)
+    # Lock the tasks, then the run, in the order a task's terminal transition takes them
+    # (task, run, daily usage). Otherwise the two deadlock on PostgreSQL; this way a
+    # completion racing the delete either ends first, and is taken back out below, or
+    # finds its task gone.
+    where = (Task.project_id == run.project_id, Task.run_id == run.id)
+    await session.execute(select(Task.id).where(*where).order_by(Task.id).with_for_update())
+    await session.execute(
+        select(Run.id).where(Run.project_id == run.project_id, Run.id == run.id).with_for_update()
+    )
     await usage.forget_run(session, run.project_id, run.id)
     await session.execute(delete(Run).where(Run.project_id == run.project_id, Run.id == run.id))
     session.expunge(run)
+
+
+def _latest(column: Any, at: datetime) -> Any:
+    """`column` moved forward to `at`, never back: history synced late (an old message, a
+    task that ended earlier) is not new activity and must not sink the run in the list."""
+    return case((column > at, column), else_=literal(at, UtcTimeStamp()))
 
 
 async def count_message(
@@ -139,9 +159,9 @@ async def count_message(
         .where(Run.project_id == project_id, Run.id == run_id)
         .values(
             message_count=Run.message_count + 1,
-            last_message_at=at,
+            last_message_at=_latest(Run.last_message_at, at),
             last_message_preview=content[:PREVIEW_LENGTH],
-            updated_at=at,
+            updated_at=_latest(Run.updated_at, at),
         )
         .returning(Run.message_count)
     )
@@ -171,7 +191,7 @@ async def add_task_usage(
             total_tokens=Run.total_tokens + tokens,
             total_cost_nano=Run.total_cost_nano + (cost_nano or 0),
             last_model=model,
-            updated_at=at,
+            updated_at=_latest(Run.updated_at, at),
         )
         .execution_options(synchronize_session=False)
     )

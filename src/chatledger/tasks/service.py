@@ -62,8 +62,13 @@ def _visible(caller: Caller) -> Any:
     return condition
 
 
-async def get(session: AsyncSession, caller: Caller, task_id: str) -> Task:
-    task = await session.scalar(select(Task).where(_visible(caller), Task.id == task_id))
+async def get(session: AsyncSession, caller: Caller, task_id: str, *, fresh: bool = False) -> Task:
+    """The caller's task; `fresh` reads it again even if this session has a copy (which
+    may predate another transaction's change to it)."""
+    stmt = select(Task).where(_visible(caller), Task.id == task_id)
+    if fresh:
+        stmt = stmt.execution_options(populate_existing=True)
+    task = await session.scalar(stmt)
     if task is None:
         raise NotFound("task", task_id)
     return task
@@ -147,11 +152,13 @@ async def progress(
         .where(_visible(caller), Task.id == task_id, Task.status.in_(LIVE))
         .values(**values)
         .returning(Task)
-        .execution_options(populate_existing=True)
+        # Not "evaluate": that would write the new values into a loaded copy of the task
+        # even when the guard matched no row. The returned row refreshes it instead.
+        .execution_options(populate_existing=True, synchronize_session=False)
     )
     task = await session.scalar(stmt)
     if task is None:
-        stored = await get(session, caller, task_id)
+        stored = await get(session, caller, task_id, fresh=True)
         raise Conflict(f"task {task_id!r} is already {stored.status}", status=stored.status)
     return task
 
@@ -202,11 +209,14 @@ async def finish(
         )
         .values(**values)
         .returning(Task)
-        .execution_options(populate_existing=True)
+        # See `progress`: a guard that matched nothing must leave `task` as stored.
+        .execution_options(populate_existing=True, synchronize_session=False)
     )
     ended = await session.scalar(stmt)
     if ended is None:  # another transaction ended it between our read and our update
-        return _replayed(await get(session, caller, task_id), outcome), False
+        # Our copy was read before that transaction committed: read what it stored (or
+        # NotFound, when it was deleted with its run).
+        return _replayed(await get(session, caller, task_id, fresh=True), outcome), False
 
     await runs.add_task_usage(
         session,

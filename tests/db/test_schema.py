@@ -1,0 +1,275 @@
+"""The schema: the migration chain builds exactly what the models describe (on SQLite and
+PostgreSQL), opening is idempotent, SQLite runs with its pragmas, times come back as UTC,
+and the package's public surface and settings are what they say."""
+
+from __future__ import annotations
+
+import importlib
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import StatementError
+
+import chatledger
+from chatledger import Ledger, Settings
+from chatledger.config import default_database_path
+from chatledger.db.base import Base
+from chatledger.db.engine import Database
+from chatledger.db.migrate import alembic_config, current_revision, upgrade
+from chatledger.runs import service as runs
+from chatledger.runs.models import Run
+
+MODEL_MODULES = (
+    "chatledger.tenants.models",
+    "chatledger.runs.models",
+    "chatledger.messages.models",
+    "chatledger.tasks.models",
+    "chatledger.usage.models",
+)
+TABLES = {"projects", "users", "runs", "messages", "tasks", "usage_daily"}
+
+for _module in MODEL_MODULES:  # the metadata is complete only once every model is imported
+    importlib.import_module(_module)
+
+
+def _differences(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "compare_server_default": True}
+    )
+    return list(compare_metadata(context, Base.metadata))
+
+
+def _head() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+# -- migrations and models -------------------------------------------------------------
+
+
+def test_metadata_holds_every_table() -> None:
+    assert set(Base.metadata.tables) == TABLES
+
+
+async def test_migrations_match_the_models(ledger: Ledger) -> None:
+    async with ledger.database.write_engine.connect() as connection:
+        differences = await connection.run_sync(_differences)
+
+    assert differences == []
+
+
+async def test_migrated_tables_and_indexes(ledger: Ledger) -> None:
+    def describe(connection: Connection) -> dict[str, Any]:
+        inspector = inspect(connection)
+        return {
+            "tables": set(inspector.get_table_names()),
+            "messages": {
+                (ix["name"], tuple(ix["column_names"]), bool(ix["unique"]))
+                for ix in inspector.get_indexes("messages")
+            },
+            "usage_pk": inspector.get_pk_constraint("usage_daily")["constrained_columns"],
+            "message_fks": [
+                (fk["referred_table"], fk["constrained_columns"], fk["options"].get("ondelete"))
+                for fk in inspector.get_foreign_keys("messages")
+            ],
+        }
+
+    async with ledger.database.write_engine.connect() as connection:
+        found = await connection.run_sync(describe)
+
+    assert found["tables"] == TABLES | {"alembic_version"}
+    assert (
+        "ix_messages_project_id_run_id_seq",
+        ("project_id", "run_id", "seq"),
+        True,
+    ) in found["messages"]
+    assert found["usage_pk"] == ["project_id", "user_id", "day", "model"]
+    assert [(t, c, (d or "").upper()) for t, c, d in found["message_fks"]] == [
+        ("runs", ["project_id", "run_id"], "CASCADE")
+    ]
+
+
+async def test_downgrade_and_upgrade_again(ledger: Ledger) -> None:
+    def round_trip(connection: Connection) -> tuple[set[str], list[Any]]:
+        command.downgrade(alembic_config(connection), "base")
+        emptied = set(inspect(connection).get_table_names()) - {"alembic_version"}
+        command.upgrade(alembic_config(connection), "head")
+        return emptied, _differences(connection)
+
+    async with ledger.database.write_engine.begin() as connection:
+        emptied, differences = await connection.run_sync(round_trip)
+
+    assert emptied == set()
+    assert differences == []
+    assert await current_revision(ledger.database) == _head() == "0001"
+
+
+async def test_opening_twice_is_a_no_op(settings: Settings) -> None:
+    async with Ledger(settings) as first:
+        assert await current_revision(first.database) == "0001"
+        async with first.database.transaction() as session:
+            await runs.ensure(session, first.caller, "kept", name="still here")
+
+    async with Ledger(settings) as second:
+        assert await current_revision(second.database) == "0001"
+        await upgrade(second.database)  # and once more, directly
+        assert await current_revision(second.database) == "0001"
+        async with second.database.reading() as session:
+            run = await session.get(Run, ("local", "kept"))
+            assert run is not None
+            assert run.name == "still here"
+            versions = list(await session.scalars(text("SELECT version_num FROM alembic_version")))
+        assert versions == ["0001"]
+
+
+async def test_head_is_the_newest_revision() -> None:
+    assert _head() == "0001"
+
+
+# -- SQLite ----------------------------------------------------------------------------
+
+
+async def test_sqlite_pragmas_are_in_effect(ledger: Ledger) -> None:
+    if not ledger.database.is_sqlite:
+        pytest.skip("SQLite pragmas")
+    for engine in (ledger.database.write_engine, ledger.database.read_engine):
+        async with engine.connect() as connection:
+            found = {
+                name: (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
+            }
+        assert found == {
+            "journal_mode": "wal",
+            "foreign_keys": 1,
+            "synchronous": 1,  # NORMAL
+            "busy_timeout": 30_000,
+        }
+
+
+async def test_sqlite_database_directory_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "deeper" / "ledger.db"
+    database = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        await upgrade(database)
+        assert await current_revision(database) == "0001"
+    finally:
+        await database.dispose()
+    assert path.is_file()
+
+
+# -- time ------------------------------------------------------------------------------
+
+
+async def test_timestamps_round_trip_as_utc(ledger: Ledger) -> None:
+    india = timezone(timedelta(hours=5, minutes=30))
+    at = datetime(2025, 1, 1, 3, 15, 30, 123_456, tzinfo=india)
+    async with ledger.database.transaction() as session:
+        await runs.ensure(session, ledger.caller, "r1", created_at=at)
+
+    async with ledger.database.reading() as session:
+        if not ledger.database.is_sqlite:
+            # The session's zone must not leak into what chatledger reads.
+            await session.execute(text("SET TIME ZONE 'America/New_York'"))
+        run = await session.scalar(
+            select(Run).where(Run.id == "r1").execution_options(populate_existing=True)
+        )
+        assert run is not None
+        stored = run.created_at
+        earlier = await session.scalar(select(Run.id).where(Run.created_at < at))
+        same = await session.scalar(select(Run.id).where(Run.created_at == at))
+
+    assert stored == at
+    assert stored.tzinfo is not None
+    assert stored.utcoffset() == timedelta(0)
+    assert stored == datetime(2024, 12, 31, 21, 45, 30, 123_456, tzinfo=UTC)
+    assert (stored.year, stored.day, stored.hour, stored.microsecond) == (2024, 31, 21, 123_456)
+    assert earlier is None
+    assert same == "r1"
+
+
+async def test_naive_datetimes_are_refused(ledger: Ledger) -> None:
+    with pytest.raises(StatementError) as caught:
+        async with ledger.database.transaction() as session:
+            await runs.ensure(session, ledger.caller, "r1", created_at=datetime(2025, 1, 1))
+
+    assert isinstance(caught.value.orig, ValueError)
+    assert "naive" in str(caught.value.orig)
+
+
+# -- public surface and settings -------------------------------------------------------
+
+PUBLIC = [
+    "Busy",
+    "ChatledgerError",
+    "Conflict",
+    "InvalidInput",
+    "Ledger",
+    "NotFound",
+    "PayloadTooLarge",
+    "ProviderError",
+    "RunDetail",
+    "Settings",
+    "TokenUsage",
+]
+
+
+def test_public_names_are_exactly_the_curated_list() -> None:
+    assert chatledger.__all__ == PUBLIC
+    namespace: dict[str, Any] = {}
+    exec("from chatledger import *", namespace)
+    assert set(namespace) - {"__builtins__"} == set(PUBLIC)
+    for name in PUBLIC:
+        assert getattr(chatledger, name) is not None
+        module = importlib.import_module(getattr(chatledger, name).__module__)
+        assert getattr(module, name) is getattr(chatledger, name)
+    errors = [chatledger.Busy, chatledger.Conflict, chatledger.InvalidInput, chatledger.NotFound]
+    errors += [chatledger.PayloadTooLarge, chatledger.ProviderError]
+    assert all(issubclass(error, chatledger.ChatledgerError) for error in errors)
+
+
+def test_default_database_is_a_sqlite_file_in_the_user_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CHATLEDGER_DATABASE_URL", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+    url = make_url(Settings().database_url)
+
+    assert url.drivername == "sqlite+aiosqlite"
+    data_dir = Path(platformdirs.user_data_dir("chatledger", appauthor=False))
+    assert url.database is not None
+    path = Path(url.database)
+    assert path == default_database_path() == data_dir / "chatledger.db"
+    assert path.is_relative_to(tmp_path / "data")
+
+
+def test_database_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    configured = "postgresql+psycopg://app:secret@db.internal:5432/ledger"
+    monkeypatch.setenv("CHATLEDGER_DATABASE_URL", configured)
+
+    assert Settings().database_url == configured
+    # An explicit argument still wins over the environment.
+    assert Settings(database_url="sqlite+aiosqlite:///x.db").database_url == (
+        "sqlite+aiosqlite:///x.db"
+    )
+
+
+def test_other_knobs_have_laptop_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TASK_LEASE_SECONDS", "STREAM_DEBOUNCE_MS", "ADMIN_KEY"):
+        monkeypatch.delenv(f"CHATLEDGER_{name}", raising=False)
+    settings = Settings()
+    assert (settings.task_lease_seconds, settings.stream_debounce_ms) == (60.0, 500)
+    assert settings.admin_key is None
+
+    monkeypatch.setenv("CHATLEDGER_TASK_LEASE_SECONDS", "5")
+    monkeypatch.setenv("CHATLEDGER_STREAM_DEBOUNCE_MS", "0")
+    settings = Settings()
+    assert (settings.task_lease_seconds, settings.stream_debounce_ms) == (5.0, 0)
