@@ -15,7 +15,9 @@ whoever watches it (a terminal, an SSE client) can go away without stopping the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -83,7 +85,7 @@ class ChatEngine:
                 plan = await self._plan_retry(session, caller, existing.id, request)
             else:
                 plan = await self._plan_new(session, caller, request)
-        return self._launch(caller, plan)
+        return await self._launch(caller, plan)
 
     async def retry(
         self, caller: Caller, message_id: str, request: ChatRequest | None = None
@@ -91,7 +93,7 @@ class ChatEngine:
         """Answer a user message again: same message id, a new task attempt."""
         async with self.database.transaction() as session:
             plan = await self._plan_retry(session, caller, message_id, request)
-        return self._launch(caller, plan)
+        return await self._launch(caller, plan)
 
     async def shutdown(self) -> None:
         """Cancel the replies in flight; each records itself as cancelled."""
@@ -198,13 +200,16 @@ class ChatEngine:
             request=ModelRequest(model, tuple(history), task.request["settings"]),
         )
 
-    def _launch(self, caller: Caller, plan: TurnPlan) -> Turn:
+    async def _launch(self, caller: Caller, plan: TurnPlan) -> Turn:
         log = EventLog()
         log.emit("run", {"id": plan.run_id, "name": plan.run_name, "created": plan.run_created})
         log.emit("task", {"id": plan.task_id, "attempt": plan.attempt, "model": plan.model})
         job = asyncio.create_task(self._reply(caller, plan, log), name=f"turn:{plan.task_id}")
         self._live.add(job)
         job.add_done_callback(self._live.discard)
+        # Let the job take its first step: a task cancelled before it starts never runs
+        # its body, so its cancellation would never be recorded (the task left pending).
+        await asyncio.sleep(0)
         return Turn(plan, log, job)
 
     # -- steps 2 and 3: the reply and its record ----------------------------------------
@@ -232,31 +237,44 @@ class ChatEngine:
                         break
                 else:
                     usage = event.usage
-        except ProviderError as exc:
+            # Still inside the try: a cancel that arrives once the stream has ended, before
+            # its completion is recorded, must be recorded too, not leave the task pending.
             await writer.close()
+            if writer.ended_as is None:
+                return await _to_the_end(
+                    self._record_success(caller, plan, log, text, usage, ttft_ms, started)
+                )
+        except ProviderError as exc:
             error = {"kind": exc.kind, "message": exc.message, "retryable": exc.retryable}
-            return await self._record_failure(caller, plan, log, text, error, started, ttft_ms)
+            return await _to_the_end(
+                self._record_failure(writer, caller, plan, log, text, error, started, ttft_ms)
+            )
         except asyncio.CancelledError:
-            await asyncio.shield(writer.close())
             error = {"kind": "cancelled", "message": "the reply was cancelled"}
-            await asyncio.shield(
-                self._record_failure(caller, plan, log, text, error, started, ttft_ms)
+            await _to_the_end(
+                self._record_failure(writer, caller, plan, log, text, error, started, ttft_ms)
             )
             raise
         except Exception as exc:
-            await writer.close()
             error = {"kind": "internal", "message": f"{type(exc).__name__}: {exc}"}
-            await self._record_failure(caller, plan, log, text, error, started, ttft_ms)
-            raise
-        await writer.close()
-        if writer.ended_as is not None:
-            error = {"kind": writer.ended_as, "message": f"the task was {writer.ended_as}"}
-            log.emit("error", error)
-            log.close()
-            return TurnResult(
-                plan.run_id, plan.task_id, plan.user_message_id, writer.ended_as, text, error=error
+            await _to_the_end(
+                self._record_failure(writer, caller, plan, log, text, error, started, ttft_ms)
             )
-        return await self._record_success(caller, plan, log, text, usage, ttft_ms, started)
+            raise
+        # The task was ended elsewhere (cancelled through the API): it is recorded already;
+        # its message is marked as a failed exchange, as if the turn had been cancelled here.
+        ended_as = writer.ended_as or "ended"
+        error = {"kind": ended_as, "message": f"the task was {ended_as}"}
+        async with self.database.transaction() as session:
+            user_message = await messages.get(session, caller, plan.user_message_id)
+            await messages.set_outcome(
+                session, user_message, "error", {**error, "task_id": plan.task_id}
+            )
+        log.emit("error", error)
+        log.close()
+        return TurnResult(
+            plan.run_id, plan.task_id, plan.user_message_id, ended_as, text, error=error
+        )
 
     async def _record_success(
         self,
@@ -314,6 +332,7 @@ class ChatEngine:
 
     async def _record_failure(
         self,
+        writer: ProgressWriter,
         caller: Caller,
         plan: TurnPlan,
         log: EventLog,
@@ -322,6 +341,7 @@ class ChatEngine:
         started: float,
         ttft_ms: int | None,
     ) -> TurnResult:
+        await writer.close()  # no progress write may land after the ending
         cancelled = error["kind"] == "cancelled"
         # Tokens already streamed were paid for: estimate them rather than lose them.
         usage = self._estimate(plan, text) if text else None
@@ -374,6 +394,17 @@ def _usage_event(task: Task) -> dict[str, Any]:
         "ttft_ms": task.ttft_ms,
         "total_ms": task.total_ms,
     }
+
+
+async def _to_the_end(record: Coroutine[Any, Any, TurnResult]) -> TurnResult:
+    """Record a reply that is over, to the end: a cancel that comes meanwhile is too late
+    and is ignored. Cut in half, the record would be lost (the task left live) and, on
+    SQLite, the interrupted transaction could keep the write lock."""
+    job = asyncio.ensure_future(record)
+    while not job.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(job)
+    return job.result()
 
 
 def _ms_since(started: float) -> int:

@@ -61,7 +61,9 @@ class ProgressWriter:
         self._closing.set()
         self._wake.set()
         if self._loop is not None:
-            await self._loop
+            # Shielded: cancelling whoever closes must not cancel the loop itself, or a
+            # later close() (the one that records the cancellation) would raise.
+            await asyncio.shield(self._loop)
 
     async def _run(self) -> None:
         while not self._closing.is_set():
@@ -74,6 +76,9 @@ class ProgressWriter:
             heartbeat_due = time.monotonic() - self._saved_at >= self._heartbeat_s
             if changed or heartbeat_due:
                 await self._write()
+                # Text noted while the first write was in flight waits for the next tick:
+                # it must not cause a second write straight after the first.
+                self._wake.clear()
 
     def _next_tick(self) -> float:
         if self._interval_s <= 0:

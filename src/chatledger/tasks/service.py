@@ -53,6 +53,8 @@ class Outcome:
     ttft_ms: int | None = None
     total_ms: int | None = None
     completed_at: datetime | None = None
+    # The sweeper's guard: end the task only if it has sent no heartbeat since then.
+    silent_since: datetime | None = None
 
 
 def _visible(caller: Caller) -> Any:
@@ -200,13 +202,12 @@ async def finish(
         price = pricing.price_usage(task.provider, task.model, tokens, at)
         values["cost_nano"], values["price_source"] = price.cost_nano, price.source
 
+    guard = [Task.project_id == task.project_id, Task.id == task.id, Task.status.not_in(TERMINAL)]
+    if outcome.silent_since is not None:
+        guard.append(Task.heartbeat_at < outcome.silent_since)
     stmt = (
         update(Task)
-        .where(
-            Task.project_id == task.project_id,
-            Task.id == task.id,
-            Task.status.not_in(TERMINAL),
-        )
+        .where(*guard)
         .values(**values)
         .returning(Task)
         # See `progress`: a guard that matched nothing must leave `task` as stored.
@@ -216,7 +217,10 @@ async def finish(
     if ended is None:  # another transaction ended it between our read and our update
         # Our copy was read before that transaction committed: read what it stored (or
         # NotFound, when it was deleted with its run).
-        return _replayed(await get(session, caller, task_id, fresh=True), outcome), False
+        stored = await get(session, caller, task_id, fresh=True)
+        if not stored.is_terminal:  # only the sweeper's guard can miss a live task
+            return stored, False
+        return _replayed(stored, outcome), False
 
     await runs.add_task_usage(
         session,

@@ -8,8 +8,10 @@ from datetime import timedelta
 
 from chatledger.db.engine import Database
 from chatledger.db.types import utcnow
+from chatledger.providers import estimate_tokens
 from chatledger.tasks import service as tasks
 from chatledger.tenants.caller import Caller
+from chatledger.tokens import TokenUsage
 
 
 async def sweep(database: Database, lease_seconds: float) -> list[str]:
@@ -20,15 +22,18 @@ async def sweep(database: Database, lease_seconds: float) -> list[str]:
     swept = []
     for project_id, user_id, task_id in expired:
         caller = Caller(project_id, user_id, sees_all=True)
-        outcome = tasks.Outcome(
-            status="interrupted",
-            error={"kind": "lease_expired", "message": f"no heartbeat for {lease_seconds:g}s"},
-        )
         async with database.transaction() as session:
             task = await tasks.get(session, caller, task_id)
-            # A heartbeat may have arrived since we looked; the lease is then not over.
-            if task.is_terminal or task.heartbeat_at >= cutoff:
+            if task.is_terminal:
                 continue
+            outcome = tasks.Outcome(
+                status="interrupted",
+                # The streamed text was paid for; its prompt is not known here.
+                usage=TokenUsage(output_tokens=estimate_tokens(task.response_text), estimated=True),
+                error={"kind": "lease_expired", "message": f"no heartbeat for {lease_seconds:g}s"},
+                # A heartbeat arriving meanwhile renews the lease: the guard then misses.
+                silent_since=cutoff,
+            )
             _, ended = await tasks.finish(session, caller, task_id, outcome)
         if ended:
             swept.append(task_id)
