@@ -24,7 +24,7 @@ from chatledger import Ledger, Settings
 from chatledger.config import default_database_path
 from chatledger.db.base import Base
 from chatledger.db.engine import Database
-from chatledger.db.migrate import alembic_config, current_revision, upgrade
+from chatledger.db.migrate import MIGRATIONS, alembic_config, current_revision, upgrade
 from chatledger.runs import service as runs
 from chatledger.runs.models import Run
 
@@ -35,7 +35,10 @@ MODEL_MODULES = (
     "chatledger.tasks.models",
     "chatledger.usage.models",
 )
-TABLES = {"projects", "users", "runs", "messages", "tasks", "usage_daily"}
+TABLES = {
+    *("orgs", "projects", "users", "memberships", "api_keys"),
+    *("runs", "messages", "tasks", "usage_daily"),
+}
 
 for _module in MODEL_MODULES:  # the metadata is complete only once every model is imported
     importlib.import_module(_module)
@@ -109,29 +112,31 @@ async def test_downgrade_and_upgrade_again(ledger: Ledger) -> None:
 
     assert emptied == set()
     assert differences == []
-    assert await current_revision(ledger.database) == _head() == "0001"
+    assert await current_revision(ledger.database) == _head()
 
 
 async def test_opening_twice_is_a_no_op(settings: Settings) -> None:
     async with Ledger(settings) as first:
-        assert await current_revision(first.database) == "0001"
+        assert await current_revision(first.database) == _head()
         async with first.database.transaction() as session:
             await runs.ensure(session, first.caller, "kept", name="still here")
 
     async with Ledger(settings) as second:
-        assert await current_revision(second.database) == "0001"
+        assert await current_revision(second.database) == _head()
         await upgrade(second.database)  # and once more, directly
-        assert await current_revision(second.database) == "0001"
+        assert await current_revision(second.database) == _head()
         async with second.database.reading() as session:
             run = await session.get(Run, ("local", "kept"))
             assert run is not None
             assert run.name == "still here"
             versions = list(await session.scalars(text("SELECT version_num FROM alembic_version")))
-        assert versions == ["0001"]
+        assert versions == [_head()]
 
 
 async def test_head_is_the_newest_revision() -> None:
-    assert _head() == "0001"
+    """One chain: the head is the newest numbered migration file."""
+    newest = max(p.name.split("_")[0] for p in (MIGRATIONS / "versions").glob("[0-9]*.py"))
+    assert _head() == newest
 
 
 # -- SQLite ----------------------------------------------------------------------------
@@ -159,7 +164,7 @@ async def test_sqlite_database_directory_is_created(tmp_path: Path) -> None:
     database = Database(f"sqlite+aiosqlite:///{path}")
     try:
         await upgrade(database)
-        assert await current_revision(database) == "0001"
+        assert await current_revision(database) == _head()
     finally:
         await database.dispose()
     assert path.is_file()

@@ -1,0 +1,76 @@
+"""`create_app(settings)`: the HTTP API. Collaborators (database, chat engine) are made
+here or injected, so tests can swap them; errors are mapped in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from chatledger.config import Settings
+from chatledger.db.engine import Database
+from chatledger.db.migrate import upgrade
+from chatledger.engine.chat import ChatEngine
+from chatledger.runs.router import router as runs_router
+from chatledger.server import errors
+from chatledger.server.deps import AppState
+from chatledger.tasks.sweeper import sweep
+from chatledger.tenants import service as tenants
+
+log = logging.getLogger(__name__)
+
+ROUTERS = (runs_router,)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: Database | None = None,
+    no_auth: bool = False,
+    sweep_interval_s: float | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    database = database or Database(settings.database_url)
+    state = AppState(settings, database, ChatEngine(database, settings), no_auth=no_auth)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await upgrade(database)
+        if no_auth:
+            async with database.transaction() as session:
+                await tenants.ensure_project(session, settings.local_project)
+                await tenants.ensure_user(session, settings.local_user)
+        sweeper = asyncio.create_task(
+            _sweep_forever(state, sweep_interval_s or settings.task_lease_seconds / 2)
+        )
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            await state.engine.shutdown()
+            await database.dispose()
+
+    app = FastAPI(
+        title="chatledger",
+        version="1",
+        summary="The persistence and accounting layer for AI chat and agent applications.",
+        lifespan=lifespan,
+    )
+    app.state.chatledger = state
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router, responses=errors.RESPONSES)
+    return app
+
+
+async def _sweep_forever(state: AppState, interval_s: float) -> None:
+    """Tasks whose writer died (a crashed replica) end `interrupted` after the lease."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await sweep(state.database, state.settings.task_lease_seconds)
+        except Exception:
+            log.exception("sweeping stale tasks failed; trying again next interval")

@@ -1,0 +1,119 @@
+"""What routes depend on: the app's collaborators, and the caller behind a request.
+
+A route owns its transaction (`async with db.transaction()`), so that a write is
+committed before its response is sent: an acknowledged write is a stored write.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from chatledger.config import Settings
+from chatledger.db.engine import Database
+from chatledger.engine.chat import ChatEngine
+from chatledger.tenants import keys
+from chatledger.tenants import service as tenants
+from chatledger.tenants.caller import Caller
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    database: Database
+    engine: ChatEngine
+    # `chatledger serve --no-auth`: every request is the local user (loopback only).
+    no_auth: bool = False
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.chatledger
+    return state
+
+
+StateDep = Annotated[AppState, Depends(app_state)]
+
+
+def database(state: StateDep) -> Database:
+    return state.database
+
+
+DatabaseDep = Annotated[Database, Depends(database)]
+
+
+def _bearer(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(
+            401,
+            "an API key is required: Authorization: Bearer <key>",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    return token.strip()
+
+
+async def current_caller(
+    state: StateDep, authorization: Annotated[str | None, Header()] = None
+) -> Caller:
+    if state.no_auth:
+        return Caller(state.settings.local_project, state.settings.local_user, sees_all=True)
+    secret = _bearer(authorization)
+    async with state.database.reading() as session:
+        key = await keys.authenticate(session, secret)
+        role = None
+        if key is not None:
+            role = (
+                "admin"
+                if key.kind == "service"
+                else await tenants.project_role(session, key.project_id, key.user_id)
+            )
+    if key is None or role is None:
+        raise HTTPException(401, "unknown or revoked API key", {"WWW-Authenticate": "Bearer"})
+    if keys.needs_touch(key):
+        async with state.database.transaction() as session:
+            await keys.touch(session, key.id)
+    return Caller(
+        project_id=key.project_id,
+        user_id=key.user_id,
+        sees_all=key.kind == "service" or role in ("owner", "admin"),
+        role=role,
+        key_kind=key.kind,
+        key_id=key.id,
+    )
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+
+
+async def writer(caller: CallerDep) -> Caller:
+    if not caller.can_write:
+        raise HTTPException(403, "viewers cannot write")
+    return caller
+
+
+WriterDep = Annotated[Caller, Depends(writer)]
+
+
+def acting_for(caller: Caller, user_id: str | None) -> Caller:
+    """The caller, or for a service key the app's end user named in the request."""
+    if user_id is None or user_id == caller.user_id:
+        return caller
+    if caller.key_kind not in ("service", "local"):
+        raise HTTPException(403, "only service keys may act for another user")
+    return caller.for_user(user_id)
+
+
+async def admin(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> None:
+    expected = state.settings.admin_key
+    if state.no_auth:
+        return
+    if not expected:
+        raise HTTPException(403, "admin routes are off: set CHATLEDGER_ADMIN_KEY")
+    if not hmac.compare_digest(_bearer(authorization), expected):
+        raise HTTPException(401, "the admin key is required", {"WWW-Authenticate": "Bearer"})
+
+
+AdminDep = Depends(admin)
