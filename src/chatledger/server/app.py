@@ -19,10 +19,11 @@ from chatledger.server import errors
 from chatledger.server.deps import AppState
 from chatledger.tasks.sweeper import sweep
 from chatledger.tenants import service as tenants
+from chatledger.tenants.router import router as tenants_router
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (runs_router,)
+ROUTERS = (tenants_router, runs_router)
 
 
 def create_app(
