@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     task_lease_seconds: float = Field(60.0, gt=0)
     stream_debounce_ms: int = Field(500, ge=0)
     default_model: str = "echo"
+    # Larger request bodies answer 413 before they are read into memory.
+    max_request_bytes: int = Field(10 * 1024 * 1024, gt=0)
     # Who the CLI and the embedded Ledger act as when no API key is involved.
     local_project: str = "local"
     local_user: str = "local"

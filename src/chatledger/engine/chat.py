@@ -95,6 +95,11 @@ class ChatEngine:
             plan = await self._plan_retry(session, caller, message_id, request)
         return await self._launch(caller, plan)
 
+    @property
+    def live_count(self) -> int:
+        """Replies streaming now."""
+        return len(self._live)
+
     async def shutdown(self) -> None:
         """Cancel the replies in flight; each records itself as cancelled."""
         for job in list(self._live):

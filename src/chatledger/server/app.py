@@ -15,15 +15,16 @@ from chatledger.db.engine import Database
 from chatledger.db.migrate import upgrade
 from chatledger.engine.chat import ChatEngine
 from chatledger.runs.router import router as runs_router
-from chatledger.server import errors
+from chatledger.server import errors, health
 from chatledger.server.deps import AppState
+from chatledger.server.limits import BodyLimit
 from chatledger.tasks.sweeper import sweep
 from chatledger.tenants import service as tenants
 from chatledger.tenants.router import router as tenants_router
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (tenants_router, runs_router)
+ROUTERS = (health.router, tenants_router, runs_router)
 
 
 def create_app(
@@ -61,6 +62,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.chatledger = state
+    app.state.metrics = health.Metrics()
+    app.add_middleware(health.RequestMetrics, metrics=app.state.metrics)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router, responses=errors.RESPONSES)
