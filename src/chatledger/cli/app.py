@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from chatledger.cli import chat, db, runs, verify
+from chatledger.cli import chat, db, runs, tenancy, verify
 from chatledger.cli.context import State
 
 app = typer.Typer(
@@ -40,6 +40,8 @@ app.command("demo")(chat.demo)
 app.add_typer(runs.app, name="runs")
 app.command("verify")(verify.verify)
 app.add_typer(db.app, name="db")
+app.add_typer(tenancy.users, name="users")
+app.add_typer(tenancy.keys, name="keys")
 
 
 def main() -> None:
