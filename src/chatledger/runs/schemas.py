@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
+from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, computed_field
 
 from chatledger.ids import ID_PATTERN
 from chatledger.messages.schemas import MessageRead
@@ -39,7 +39,7 @@ class RunRead(BaseModel):
     prompt_id: str | None
     settings: dict[str, Any]
     variable_values: dict[str, Any]
-    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    metadata: dict[str, Any] = Field(validation_alias=AliasChoices("metadata_", "metadata"))
     task_count: int
     message_count: int
     total_tokens: int
