@@ -212,8 +212,10 @@ async def test_naive_datetimes_are_refused(ledger: Ledger) -> None:
 # -- public surface and settings -------------------------------------------------------
 
 PUBLIC = [
+    "AsyncClient",
     "Busy",
     "ChatledgerError",
+    "Client",
     "Conflict",
     "InvalidInput",
     "Ledger",
