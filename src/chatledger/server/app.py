@@ -14,17 +14,27 @@ from chatledger.config import Settings
 from chatledger.db.engine import Database
 from chatledger.db.migrate import upgrade
 from chatledger.engine.chat import ChatEngine
+from chatledger.interactions.router import router as interactions_router
 from chatledger.runs.router import router as runs_router
 from chatledger.server import errors, health
 from chatledger.server.deps import AppState
 from chatledger.server.limits import BodyLimit
+from chatledger.tasks.router import router as tasks_router
 from chatledger.tasks.sweeper import sweep
 from chatledger.tenants import service as tenants
 from chatledger.tenants.router import router as tenants_router
+from chatledger.usage.router import router as usage_router
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (health.router, tenants_router, runs_router)
+ROUTERS = (
+    health.router,
+    tenants_router,
+    runs_router,
+    tasks_router,
+    interactions_router,
+    usage_router,
+)
 
 
 def create_app(

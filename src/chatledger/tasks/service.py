@@ -38,6 +38,8 @@ class NewTask:
     service: str | None = None
     task_name: str | None = None
     request: dict[str, Any] = field(default_factory=dict)
+    # Synced history keeps its own time; default now.
+    created_at: datetime | None = None
 
 
 @dataclass
@@ -130,8 +132,8 @@ async def create(session: AsyncSession, caller: Caller, new: NewTask) -> tuple[T
             "cached_tokens": 0,
             "reasoning_tokens": 0,
             "usage_estimated": False,
-            "created_at": now,
-            "updated_at": now,
+            "created_at": new.created_at or now,
+            "updated_at": new.created_at or now,
             "heartbeat_at": now,
         },
     )

@@ -4,14 +4,28 @@ end. A task counts on the day it ended; only the guarded terminal transition cal
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger.db.upsert import add_to_counters
 from chatledger.tasks.models import TERMINAL, Task
+from chatledger.tenants.caller import Caller
 from chatledger.usage.models import UsageDaily
 
 FAILED = ("failed", "interrupted")
+COUNTERS = (
+    "requests",
+    "failed_requests",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost_nano",
+)
+GROUPINGS = {"model": ("model",), "user": ("user_id",), None: ("user_id", "model")}
 
 
 def _increments(task: Task, sign: int = 1) -> dict[str, int]:
@@ -56,3 +70,34 @@ async def forget_run(session: AsyncSession, project_id: str, run_id: str) -> Non
             .where(*(getattr(UsageDaily, name) == value for name, value in key.items()))
             .values({name: getattr(UsageDaily, name) + n for name, n in decrements.items()})
         )
+
+
+async def daily(
+    session: AsyncSession,
+    caller: Caller,
+    start: date,
+    end: date,
+    *,
+    group_by: str | None = None,
+    user_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """The caller's daily usage from `start` to `end` (inclusive), one row per day and
+    user and model, or summed per day and model (`group_by="model"`) or per day and user
+    (`"user"`). Members see their own usage; owners, admins and service keys the
+    project's, or one user's when `user_id` is given."""
+    keys = [getattr(UsageDaily, name) for name in GROUPINGS[group_by]]
+    stmt = select(
+        UsageDaily.day,
+        *keys,
+        *(func.sum(getattr(UsageDaily, name)).label(name) for name in COUNTERS),
+    ).where(UsageDaily.project_id == caller.project_id, UsageDaily.day.between(start, end))
+    if not caller.sees_all:
+        stmt = stmt.where(UsageDaily.user_id == caller.user_id)
+    if user_id is not None:
+        stmt = stmt.where(UsageDaily.user_id == user_id)
+    stmt = stmt.group_by(UsageDaily.day, *keys).order_by(UsageDaily.day, *keys)
+    # int(): PostgreSQL sums bigints as numeric.
+    return [
+        {name: int(value) if name in COUNTERS else value for name, value in row._mapping.items()}
+        for row in await session.execute(stmt)
+    ]

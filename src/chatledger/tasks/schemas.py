@@ -1,0 +1,186 @@
+"""Tasks over the API: creating one, reporting progress, ending it (complete, fail,
+cancel), and what a client reads back. Also the pieces other endpoints that end a model
+call reuse: token usage as clients report it, client timestamps, and the provider rule."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+)
+
+from chatledger.db.types import utcnow
+from chatledger.errors import InvalidInput
+from chatledger.ids import ID_PATTERN
+from chatledger.pricing import to_nano, usd
+from chatledger.providers.registry import split_model
+from chatledger.tokens import TokenUsage
+
+ClientId = Annotated[str, Field(pattern=ID_PATTERN, examples=["task-1"])]
+# The columns are 32-bit integers on PostgreSQL: a bigger number is bad input, not a 500.
+Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
+# A client's clock may run a little ahead of ours; beyond this it is a wrong timestamp.
+CLOCK_SKEW = timedelta(seconds=5)
+
+
+def _not_in_future(value: datetime) -> datetime:
+    now = utcnow()
+    if value > now + CLOCK_SKEW:
+        raise ValueError("must not be in the future")
+    # Within the skew: it happened just now, and nothing we store may be dated later.
+    return min(value, now)
+
+
+PastTimestamp = Annotated[AwareDatetime, AfterValidator(_not_in_future)]
+# Client-computed cost of one call; bounded so nano-USD fits the 64-bit column.
+CostUsd = Annotated[Decimal, Field(ge=0, le=1_000_000, examples=["0.0123"])]
+
+
+def provider_and_model(model: str, provider: str | None) -> tuple[str, str]:
+    """The provider and the model name to store: "openai/gpt-4o" means provider openai,
+    model gpt-4o (so that it can be priced); a bare model name needs its provider."""
+    if provider is None:
+        if "/" not in model and model != "echo":
+            raise InvalidInput("provider", "is required unless model is 'provider/model'")
+        return split_model(model)
+    prefix = f"{provider}/"
+    if model.startswith(prefix) and len(model) > len(prefix):
+        return provider, model[len(prefix) :]
+    return provider, model
+
+
+def cost_nano(cost_usd: Decimal | None) -> int | None:
+    return None if cost_usd is None else to_nano(cost_usd)
+
+
+class UsageIn(BaseModel):
+    """Token counts of one call. Cached tokens are part of the input and reasoning tokens
+    part of the output (see chatledger.tokens), so neither can exceed its whole."""
+
+    input_tokens: Count
+    output_tokens: Count
+    cached_tokens: Count = 0
+    reasoning_tokens: Count = 0
+    # True when the client estimated the counts (its provider reported none).
+    estimated: bool = False
+
+    @field_validator("cached_tokens")
+    @classmethod
+    def _cached_within_input(cls, value: int, info: ValidationInfo) -> int:
+        if value > info.data.get("input_tokens", value):
+            raise ValueError("must not exceed input_tokens (cached tokens are part of them)")
+        return value
+
+    @field_validator("reasoning_tokens")
+    @classmethod
+    def _reasoning_within_output(cls, value: int, info: ValidationInfo) -> int:
+        if value > info.data.get("output_tokens", value):
+            raise ValueError("must not exceed output_tokens (reasoning tokens are part of them)")
+        return value
+
+    def tokens(self) -> TokenUsage:
+        return TokenUsage(**self.model_dump())
+
+
+def tokens(usage: UsageIn | None) -> TokenUsage | None:
+    return None if usage is None else usage.tokens()
+
+
+class TaskCreate(BaseModel):
+    id: ClientId | None = None
+    run_id: ClientId
+    user_message_id: ClientId | None = None
+    model: Annotated[str, Field(min_length=1, max_length=200, examples=["openai/gpt-4o"])]
+    # Default: from a "provider/model" model string.
+    provider: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    service: Annotated[str, Field(max_length=100)] | None = None
+    task_name: Annotated[str, Field(max_length=100)] | None = None
+    request: dict[str, Any] = Field(default_factory=dict)
+    # Service keys only: the app's own end user the run belongs to.
+    user_id: ClientId | None = None
+
+
+class TaskProgress(BaseModel):
+    response_text: str | None = None
+
+
+class _Ending(BaseModel):
+    response_text: str | None = None
+    usage: UsageIn | None = None
+    cost_usd: CostUsd | None = None
+    ttft_ms: Count | None = None
+    total_ms: Count | None = None
+    completed_at: PastTimestamp | None = None
+
+
+class TaskComplete(_Ending):
+    response_text: str
+    usage: UsageIn
+
+
+class TaskErrorIn(BaseModel):
+    # Further fields (a provider's code, retryable…) are kept as sent.
+    model_config = ConfigDict(extra="allow")
+
+    kind: Annotated[str, Field(max_length=100)] | None = None
+    message: str
+
+
+class TaskFail(_Ending):
+    error: TaskErrorIn
+
+
+class TaskCancel(_Ending):
+    reason: str | None = None
+
+
+class TaskRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    run_id: str
+    user_id: str
+    user_message_id: str | None
+    attempt: int
+    service: str | None
+    task_name: str | None
+    provider: str
+    model: str
+    request: dict[str, Any]
+    status: str
+    response_text: str
+    error: dict[str, Any] | None
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    usage_estimated: bool
+    cost_nano: int | None
+    price_source: str | None
+    ttft_ms: int | None
+    total_ms: int | None
+    created_at: datetime
+    updated_at: datetime
+    heartbeat_at: datetime
+    completed_at: datetime | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cost_usd(self) -> Decimal | None:
+        # None when the model has no known price: unknown is not free.
+        return usd(self.cost_nano)
