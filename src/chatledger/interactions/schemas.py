@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from chatledger.fields import ClientId, CostUsd, Count, PastTimestamp
 from chatledger.messages.schemas import MessageRead
 from chatledger.runs.schemas import RunRead
-from chatledger.tasks.schemas import ClientId, CostUsd, Count, PastTimestamp, TaskRead, UsageIn
+from chatledger.tasks.schemas import TaskRead, UsageIn
 
 
 class InteractionCreate(BaseModel):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from chatledger.fields import PastTimestamp
 from chatledger.ids import ID_PATTERN
 
 MessageId = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -21,7 +22,7 @@ class MessageCreate(BaseModel):
     task_id: MessageId | None = None
     parent_id: MessageId | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    created_at: AwareDatetime | None = None
+    created_at: PastTimestamp | None = None
 
 
 class MessageRead(BaseModel):

@@ -6,8 +6,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, computed_field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
 
+from chatledger.fields import PastTimestamp
 from chatledger.ids import ID_PATTERN
 from chatledger.messages.schemas import MessageRead
 from chatledger.pricing import usd
@@ -22,7 +23,7 @@ class RunCreate(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     # Service keys only: the app's own end user this run belongs to.
     user_id: ClientId | None = None
-    created_at: AwareDatetime | None = None
+    created_at: PastTimestamp | None = None
 
 
 class RunUpdate(BaseModel):

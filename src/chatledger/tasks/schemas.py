@@ -4,13 +4,11 @@ call reuse: token usage as clients report it, client timestamps, and the provide
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,31 +17,11 @@ from pydantic import (
     field_validator,
 )
 
-from chatledger.db.types import utcnow
 from chatledger.errors import InvalidInput
-from chatledger.ids import ID_PATTERN
+from chatledger.fields import ClientId, CostUsd, Count, PastTimestamp
 from chatledger.pricing import to_nano, usd
 from chatledger.providers.registry import split_model
 from chatledger.tokens import TokenUsage
-
-ClientId = Annotated[str, Field(pattern=ID_PATTERN, examples=["task-1"])]
-# The columns are 32-bit integers on PostgreSQL: a bigger number is bad input, not a 500.
-Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
-# A client's clock may run a little ahead of ours; beyond this it is a wrong timestamp.
-CLOCK_SKEW = timedelta(seconds=5)
-
-
-def _not_in_future(value: datetime) -> datetime:
-    now = utcnow()
-    if value > now + CLOCK_SKEW:
-        raise ValueError("must not be in the future")
-    # Within the skew: it happened just now, and nothing we store may be dated later.
-    return min(value, now)
-
-
-PastTimestamp = Annotated[AwareDatetime, AfterValidator(_not_in_future)]
-# Client-computed cost of one call; bounded so nano-USD fits the 64-bit column.
-CostUsd = Annotated[Decimal, Field(ge=0, le=1_000_000, examples=["0.0123"])]
 
 
 def provider_and_model(model: str, provider: str | None) -> tuple[str, str]:
