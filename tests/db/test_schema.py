@@ -34,10 +34,12 @@ MODEL_MODULES = (
     "chatledger.messages.models",
     "chatledger.tasks.models",
     "chatledger.usage.models",
+    "chatledger.traces.models",
 )
 TABLES = {
     *("orgs", "projects", "users", "memberships", "api_keys"),
     *("runs", "messages", "tasks", "usage_daily"),
+    *("traces", "trace_entries"),
 }
 
 for _module in MODEL_MODULES:  # the metadata is complete only once every model is imported

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from chatledger.cli import chat, db, runs, tenancy, verify
+from chatledger.cli import chat, db, runs, serve, tenancy, verify
 from chatledger.cli.context import State
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ def main_options(
     ctx.obj = State(database_url)
 
 
+app.command("serve")(serve.serve)
 app.command("chat")(chat.chat)
 app.command("retry")(chat.retry)
 app.command("demo")(chat.demo)

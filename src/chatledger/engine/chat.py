@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -39,6 +40,8 @@ from chatledger.tasks import service as tasks
 from chatledger.tasks.models import Task
 from chatledger.tenants.caller import Caller
 from chatledger.tokens import TokenUsage
+
+logger = logging.getLogger(__name__)
 
 
 class Turn:
@@ -64,6 +67,9 @@ class ChatEngine:
         self.database = database
         self.settings = settings
         self._live: set[asyncio.Task[TurnResult]] = set()
+        # The turns in flight in this process, by (project, task id), so that a client
+        # that lost its stream can follow the reply again (`GET /v1/tasks/{id}/stream`).
+        self._turns: dict[tuple[str, str], Turn] = {}
 
     async def start(self, caller: Caller, request: ChatRequest) -> Turn:
         """Record the user's message and start the reply. Bad input raises here, before
@@ -99,6 +105,10 @@ class ChatEngine:
     def live_count(self) -> int:
         """Replies streaming now."""
         return len(self._live)
+
+    def live_turn(self, project_id: str, task_id: str) -> Turn | None:
+        """The turn answering this task, while it is in flight in this process."""
+        return self._turns.get((project_id, task_id))
 
     async def shutdown(self) -> None:
         """Cancel the replies in flight; each records itself as cancelled."""
@@ -212,10 +222,16 @@ class ChatEngine:
         job = asyncio.create_task(self._reply(caller, plan, log), name=f"turn:{plan.task_id}")
         self._live.add(job)
         job.add_done_callback(self._live.discard)
+        job.add_done_callback(_report_crash)
+        turn = Turn(plan, log, job)
+        key = (caller.project_id, plan.task_id)
+        self._turns[key] = turn
+        # Once done, the task's record is committed: late watchers read it from there.
+        job.add_done_callback(lambda _: self._turns.pop(key, None))
         # Let the job take its first step: a task cancelled before it starts never runs
         # its body, so its cancellation would never be recorded (the task left pending).
         await asyncio.sleep(0)
-        return Turn(plan, log, job)
+        return turn
 
     # -- steps 2 and 3: the reply and its record ----------------------------------------
 
@@ -317,7 +333,7 @@ class ChatEngine:
             )
             user_message = await messages.get(session, caller, plan.user_message_id)
             await messages.set_outcome(session, user_message, "complete", None)
-        log.emit("usage", _usage_event(task))
+        log.emit("usage", usage_event(task))
         result = TurnResult(
             run_id=plan.run_id,
             task_id=task.id,
@@ -386,7 +402,8 @@ class ChatEngine:
         return TokenUsage(input_tokens=prompt, output_tokens=estimate_tokens(text), estimated=True)
 
 
-def _usage_event(task: Task) -> dict[str, Any]:
+def usage_event(task: Task) -> dict[str, Any]:
+    """The `usage` event of a finished task (also replayed from the database)."""
     cost = pricing.usd(task.cost_nano)
     return {
         "input_tokens": task.input_tokens,
@@ -412,8 +429,15 @@ async def _to_the_end(record: Coroutine[Any, Any, TurnResult]) -> TurnResult:
     return job.result()
 
 
+def _report_crash(job: asyncio.Task[TurnResult]) -> None:
+    # A watcher may never ask for the result (a client that went away): say here that
+    # the reply crashed (it is recorded as failed), rather than asyncio's "never retrieved".
+    if not job.cancelled() and (error := job.exception()) is not None:
+        logger.error("reply %s crashed", job.get_name(), exc_info=error)
+
+
 def _ms_since(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
 
 
-__all__ = ["ChatEngine", "ChatEvent", "ChatRequest", "Turn", "TurnResult"]
+__all__ = ["ChatEngine", "ChatEvent", "ChatRequest", "Turn", "TurnResult", "usage_event"]

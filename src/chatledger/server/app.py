@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from chatledger.batch.router import router as batch_router
+from chatledger.chat.router import router as chat_router
 from chatledger.config import Settings
 from chatledger.db.engine import Database
 from chatledger.db.migrate import upgrade
@@ -23,6 +25,7 @@ from chatledger.tasks.router import router as tasks_router
 from chatledger.tasks.sweeper import sweep
 from chatledger.tenants import service as tenants
 from chatledger.tenants.router import router as tenants_router
+from chatledger.traces.router import router as traces_router
 from chatledger.usage.router import router as usage_router
 
 log = logging.getLogger(__name__)
@@ -31,9 +34,12 @@ ROUTERS = (
     health.router,
     tenants_router,
     runs_router,
+    traces_router,
     tasks_router,
     interactions_router,
     usage_router,
+    batch_router,
+    chat_router,
 )
 
 

@@ -1,0 +1,33 @@
+"""HTTP route for batch ingest and offline sync."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from fastapi import APIRouter
+
+from chatledger.batch import service as batch
+from chatledger.batch.schemas import MAX_ITEMS, BatchRequest, BatchResult
+from chatledger.errors import PayloadTooLarge
+from chatledger.server.deps import DatabaseDep, WriterDep
+
+router = APIRouter(tags=["batch"])
+
+
+@router.post("/v1/batch", response_model=BatchResult)
+async def ingest(body: BatchRequest, db: DatabaseDep, caller: WriterDep) -> BatchResult:
+    """Store runs, messages, ended tasks, interactions and trace entries, insert-only and
+    idempotent by id. Each item answers `created`, `duplicate` (already stored: nothing
+    changes, totals included) or `rejected` (with the reason; the other items still
+    land). Items keep their own timestamps; usage counts on the day a task ended."""
+    if len(body.items) > MAX_ITEMS:
+        raise PayloadTooLarge(f"at most {MAX_ITEMS} items per batch", limit=MAX_ITEMS)
+    async with db.transaction() as session:
+        results = await batch.ingest(session, caller, body.items)
+    counts = Counter(result.status for result in results)
+    return BatchResult(
+        results=results,
+        created=counts["created"],
+        duplicate=counts["duplicate"],
+        rejected=counts["rejected"],
+    )

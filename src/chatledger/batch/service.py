@@ -1,0 +1,164 @@
+"""Batch ingest and offline sync (DESIGN.md flow 3): a list of items — runs, messages,
+ended tasks, interactions, trace entries — stored insert-only and idempotently by id.
+
+Each item runs in a savepoint of the request's one transaction: an item that is
+refused (bad input, a conflict) is rolled back alone and reported `rejected` with its
+reason; an item already stored is `duplicate` and changes nothing. Usage is counted only
+by a task's single terminal transition, so re-uploading history changes no totals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatledger.batch.schemas import (
+    InteractionItem,
+    Item,
+    ItemResult,
+    MessageItem,
+    RunItem,
+    TaskItem,
+    TraceItem,
+)
+from chatledger.errors import ChatledgerError, Conflict
+from chatledger.interactions import service as interactions
+from chatledger.messages import service as messages
+from chatledger.runs import service as runs
+from chatledger.server.deps import acting_for
+from chatledger.tasks import service as tasks
+from chatledger.tasks.schemas import cost_nano, provider_and_model
+from chatledger.tenants.caller import Caller
+from chatledger.traces import service as traces
+
+_ITEM = TypeAdapter[Item](Item)
+
+
+async def ingest(
+    session: AsyncSession, caller: Caller, raw_items: list[dict[str, Any]]
+) -> list[ItemResult]:
+    results = []
+    for index, raw in enumerate(raw_items):
+        kind, item_id = raw.get("kind"), raw.get("id")
+        try:
+            item = _ITEM.validate_python(raw)
+        except ValidationError as exc:
+            results.append(_rejected(index, kind, item_id, _validation_error(exc)))
+            continue
+        try:
+            async with session.begin_nested():
+                created = await _store(session, acting_for(caller, item.user_id), item)
+        except ChatledgerError as exc:
+            error = {"code": exc.code, "message": exc.message, "details": exc.details}
+            results.append(_rejected(index, kind, item_id, error))
+            continue
+        status = "created" if created else "duplicate"
+        results.append(ItemResult(index=index, kind=kind, id=_id_of(item), status=status))
+    return results
+
+
+async def _store(session: AsyncSession, caller: Caller, item: Item) -> bool:
+    """Store one item; True when it was new."""
+    if isinstance(item, RunItem):
+        _, created = await runs.ensure(
+            session,
+            caller,
+            item.id,
+            name=item.name,
+            settings=item.settings,
+            metadata=item.metadata,
+            created_at=item.created_at,
+        )
+        return created
+    if isinstance(item, MessageItem):
+        fields = item.model_dump(exclude={"kind", "run_id", "user_id"})
+        await runs.ensure(session, caller, item.run_id, first_message=item.content)
+        _, created = await messages.append(
+            session, caller, item.run_id, messages.NewMessage(**fields)
+        )
+        return created
+    if isinstance(item, TaskItem):
+        return await _store_task(session, caller, item)
+    if isinstance(item, InteractionItem):
+        new = interactions.NewInteraction(
+            **item.model_dump(
+                exclude={"kind", "run_id", "user_id", "usage", "cost_usd"},
+            ),
+            usage=item.usage.tokens(),
+            cost_nano=cost_nano(item.cost_usd),
+        )
+        _, created = await interactions.record(session, caller, item.run_id, new)
+        return created
+    saved = await traces.store(
+        session, caller, item.thread_id, _entries(item), name=item.name, trace_id=item.id
+    )
+    return saved.created or bool(saved.entries.created or saved.entries.updated)
+
+
+async def _store_task(session: AsyncSession, caller: Caller, item: TaskItem) -> bool:
+    provider, model = provider_and_model(item.model, item.provider)
+    task, created = await tasks.create(
+        session,
+        caller,
+        tasks.NewTask(
+            id=item.id,
+            run_id=item.run_id,
+            model=model,
+            provider=provider,
+            user_message_id=item.user_message_id,
+            service="sync",
+            created_at=item.created_at,
+        ),
+    )
+    if not created:
+        return False  # insert-only: what is stored stays as it is
+    if item.completed_at and item.created_at and item.completed_at < item.created_at:
+        raise Conflict("completed_at is before created_at", field="completed_at")
+    await tasks.finish(
+        session,
+        caller,
+        task.id,
+        tasks.Outcome(
+            status=item.status,
+            response_text=item.response_text,
+            usage=item.usage.tokens() if item.usage else None,
+            error=item.error.model_dump() if item.error else None,
+            cost_nano=cost_nano(item.cost_usd),
+            ttft_ms=item.ttft_ms,
+            total_ms=item.total_ms,
+            completed_at=item.completed_at or item.created_at,
+        ),
+    )
+    return True
+
+
+def _entries(item: TraceItem) -> list[traces.NewEntry]:
+    return [traces.NewEntry(**entry.model_dump()) for entry in item.entries]
+
+
+def _id_of(item: Item) -> str | None:
+    return item.thread_id if isinstance(item, TraceItem) else item.id
+
+
+def _rejected(index: int, kind: Any, item_id: Any, error: dict[str, Any]) -> ItemResult:
+    return ItemResult(
+        index=index,
+        kind=kind if isinstance(kind, str) else None,
+        id=item_id if isinstance(item_id, str) else None,
+        status="rejected",
+        error=error,
+    )
+
+
+def _validation_error(exc: ValidationError) -> dict[str, Any]:
+    problems = [
+        {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+    ]
+    first = problems[0]
+    return {
+        "code": "invalid",
+        "message": f"{first['field']}: {first['message']}",
+        "details": {"errors": problems},
+    }

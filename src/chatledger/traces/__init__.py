@@ -1,0 +1,1 @@
+"""Agent automation traces: one trace per thread (run), its node executions as rows."""
