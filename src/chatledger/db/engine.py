@@ -118,6 +118,12 @@ class Database:
             await self.read_engine.dispose()
 
 
+# PostgreSQL's "try again" states: serialization failure, deadlock, lock not available.
+RETRYABLE_SQLSTATES = ("40001", "40P01", "55P03")
+
+
 def _is_busy(exc: OperationalError) -> bool:
+    if getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
+        return True
     text = str(exc.orig).lower()
     return "database is locked" in text or "database is busy" in text
