@@ -84,3 +84,19 @@ async def alice(make_account: MakeAccount) -> Account:
 @pytest.fixture
 async def bob(make_account: MakeAccount) -> Account:
     return await make_account("bob")
+
+
+@pytest.fixture
+async def bob_in_alices_project(
+    app: FastAPI, alice: Account, bob: Account
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Bob as a member of Alice's project: he sees only his own rows there."""
+    added = await alice.client.post(
+        f"/v1/projects/{alice.project_id}/members", json={"user_id": "bob", "role": "member"}
+    )
+    assert added.status_code == 201
+    key = await bob.client.post("/v1/keys", json={"project_id": alice.project_id})
+    opened: list[httpx.AsyncClient] = []
+    yield authed(app, key.json()["secret"], opened)
+    for client in opened:
+        await client.aclose()

@@ -6,12 +6,10 @@ replay that changes nothing, while other content under the same id is a conflict
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
 from tests.server.conftest import Account, authed
@@ -33,22 +31,6 @@ COST = 12 * GPT4O_INPUT + 3 * GPT4O_OUTPUT
 
 async def post(client: httpx.AsyncClient, run_id: str = "s1", **change: Any) -> httpx.Response:
     return await client.post(f"/v1/runs/{run_id}/interactions", json={**EXCHANGE, **change})
-
-
-@pytest.fixture
-async def bob_in_alices_project(
-    app: FastAPI, alice: Account, bob: Account
-) -> AsyncIterator[httpx.AsyncClient]:
-    """Bob as a member of Alice's project: he sees only his own rows there."""
-    added = await alice.client.post(
-        f"/v1/projects/{alice.project_id}/members", json={"user_id": "bob", "role": "member"}
-    )
-    assert added.status_code == 201
-    key = await bob.client.post("/v1/keys", json={"project_id": alice.project_id})
-    opened: list[httpx.AsyncClient] = []
-    yield authed(app, key.json()["secret"], opened)
-    for client in opened:
-        await client.aclose()
 
 
 async def test_an_interaction_creates_its_run_task_and_messages(

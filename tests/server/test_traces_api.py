@@ -5,12 +5,10 @@ the run, 409/413/422 with the field named, and another user's trace is a 404."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -234,22 +232,6 @@ async def test_deleting_the_run_deletes_its_trace(app: FastAPI, alice: Account) 
 
 
 # -- who sees what ---------------------------------------------------------------------
-
-
-@pytest.fixture
-async def bob_in_alices_project(
-    app: FastAPI, alice: Account, bob: Account
-) -> AsyncIterator[httpx.AsyncClient]:
-    """Bob as a member of Alice's project: he sees only his own rows there."""
-    added = await alice.client.post(
-        f"/v1/projects/{alice.project_id}/members", json={"user_id": "bob", "role": "member"}
-    )
-    assert added.status_code == 201
-    key = await bob.client.post("/v1/keys", json={"project_id": alice.project_id})
-    opened: list[httpx.AsyncClient] = []
-    yield authed(app, key.json()["secret"], opened)
-    for client in opened:
-        await client.aclose()
 
 
 async def test_another_users_trace_is_not_found(

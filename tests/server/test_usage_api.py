@@ -5,12 +5,10 @@ owners, admins and service keys see the project's, and bad ranges are refused.""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
 from tests.server.conftest import Account, authed
@@ -78,21 +76,6 @@ def stored(body: dict[str, Any], *key: str) -> dict[tuple[Any, ...], dict[str, i
         (row["day"], *(row[k] for k in key)): {name: row[name] for name in COUNTERS}
         for row in body["rows"]
     }
-
-
-@pytest.fixture
-async def bob_in_alices_project(
-    app: FastAPI, alice: Account, bob: Account
-) -> AsyncIterator[httpx.AsyncClient]:
-    added = await alice.client.post(
-        f"/v1/projects/{alice.project_id}/members", json={"user_id": "bob", "role": "member"}
-    )
-    assert added.status_code == 201
-    key = await bob.client.post("/v1/keys", json={"project_id": alice.project_id})
-    opened: list[httpx.AsyncClient] = []
-    yield authed(app, key.json()["secret"], opened)
-    for client in opened:
-        await client.aclose()
 
 
 async def test_daily_usage_is_the_sum_of_the_tasks(app: FastAPI, alice: Account) -> None:
