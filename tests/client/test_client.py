@@ -16,7 +16,7 @@ from tests.server.conftest import BASE_URL, Account
 async def test_local_mode_runs_the_app_in_process(database_url: str) -> None:
     async with AsyncClient(database_url) as client:
         me = await client.me()
-        assert me.user_id == "local"  # type: ignore[attr-defined]
+        assert me.user_id == "local"
         run = await client.runs.ensure("trip", name="Trip planning")
         assert (run.id, run.name, run.message_count) == ("trip", "Trip planning", 0)
         first = await client.messages.append("trip", "user", "Where to?", id="m1")
@@ -52,7 +52,7 @@ async def test_a_client_with_an_api_key_acts_as_its_user(
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
     async with AsyncClient(http_client=http, api_key=alice.key) as client:
         me = await client.me()
-        assert me.user_id == "alice"  # type: ignore[attr-defined]
+        assert me.user_id == "alice"
         await client.runs.ensure("alices-run")
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
     async with AsyncClient(http_client=http, api_key=bob.key) as client:

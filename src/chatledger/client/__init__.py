@@ -5,6 +5,8 @@ area of the API. Give it a server URL and an API key, or a database URL for loca
         run = await client.runs.ensure("support-42")
         async for event in client.chat.stream("Hello", run_id=run.id):
             ...
+
+Results are the server's own pydantic schemas; errors are `chatledger.errors`.
 """
 
 from __future__ import annotations
@@ -12,9 +14,15 @@ from __future__ import annotations
 import httpx
 
 from chatledger.client.base import ClientBase, Transport
-from chatledger.client.resources import Account, Chat, Messages, Runs
+from chatledger.client.batch import Batch
+from chatledger.client.chat import Chat
+from chatledger.client.resources import Account, Keys, Messages, Runs
 from chatledger.client.sse import Event
 from chatledger.client.sync import Client
+from chatledger.client.tasks import Interactions, Tasks
+from chatledger.client.traces import Traces
+from chatledger.client.usage import Usage
+from chatledger.tenants.schemas import Me
 
 
 class AsyncClient(ClientBase):
@@ -33,9 +41,16 @@ class AsyncClient(ClientBase):
         self.runs = Runs(self.transport)
         self.messages = Messages(self.transport)
         self.chat = Chat(self.transport)
+        self.tasks = Tasks(self.transport)
+        self.interactions = Interactions(self.transport)
+        self.traces = Traces(self.transport)
+        self.batch = Batch(self.transport)
+        self.usage = Usage(self.transport)
+        self.keys = Keys(self.transport)
         self.account = Account(self.transport)
 
-    async def me(self) -> object:
+    async def me(self) -> Me:
+        """Who the client acts as: user, project, org, role, key kind."""
         return await self.account.me()
 
 

@@ -1,5 +1,5 @@
-"""The transport under every client resource: one httpx client, auth, error mapping and
-retries of 503 (the server's "busy, retry after").
+"""The transport under every client resource (one httpx client, auth, error mapping and
+retries of 503, the server's "busy, retry after"), and the `Resource` base they share.
 
 Given a server URL it talks HTTP. Given a database URL (`sqlite+aiosqlite:///…`,
 `postgresql+psycopg://…`) it runs the app in-process over ASGI as the local user — the
@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
 import httpx
+from pydantic_core import to_jsonable_python
 
 from chatledger.client.errors import raise_for_error
 from chatledger.errors import Busy
@@ -46,13 +48,14 @@ class Transport:
             self.http = http_client
             self.http.headers.update(headers)
         elif is_database_url(url):
+            from chatledger.client.local import StreamingASGITransport
             from chatledger.config import Settings
             from chatledger.server.app import create_app
 
             app = create_app(Settings(database_url=url), no_auth=True)
             self._lifespan = app.router.lifespan_context(app)
             self.http = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
+                transport=StreamingASGITransport(app),
                 base_url=LOCAL_BASE_URL,
                 headers=headers,
                 timeout=timeout,
@@ -95,6 +98,32 @@ class Transport:
                 await response.aread()
                 raise_for_error(response)
             yield response
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    """A JSON request body without the fields left at None (the server's defaults apply).
+    Datetimes, dates, decimals, dataclasses (`TokenUsage`) and pydantic models become
+    JSON the way the server parses them back."""
+    kept = {name: value for name, value in fields.items() if value is not None}
+    encoded: dict[str, Any] = to_jsonable_python(kept)
+    return encoded
+
+
+def model_body(value: Any) -> Any:
+    """One nested input given as a pydantic model, a dataclass or a mapping, as JSON. A
+    model sends only the fields that were set, so the server's defaults still apply."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", exclude_unset=True)
+    if isinstance(value, Mapping):
+        value = dict(value)
+    return to_jsonable_python(value)
+
+
+class Resource:
+    """One area of the API; `_t` is how the blocking `Client` recognises a resource."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
 
 
 class ClientBase:

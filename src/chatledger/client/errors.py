@@ -56,11 +56,14 @@ def error_for(
         retry_after = float(raw) if raw and raw.replace(".", "", 1).isdigit() else 1.0
         return Busy(message, retry_after=retry_after)
     if status == 502:
-        return ProviderError(
+        failure = ProviderError(
             message,
             kind=str(details.get("kind", "provider_error")),
             retryable=bool(details.get("retryable", False)),
         )
+        # The ids of the failed reply (run_id, task_id, message_id): to retry it by id.
+        failure.details.update(details)
+        return failure
     return HTTPError(status, message, details)
 
 

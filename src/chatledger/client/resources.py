@@ -1,27 +1,18 @@
-"""The client's resources, one per area of the API, returning the server's own schemas
-so results are typed the same on both sides."""
+"""The client's resources for runs, messages and the account (who am I, API keys),
+returning the server's own schemas so results are typed the same on both sides. The
+other areas have a module each: chat, tasks (and interactions), traces, batch, usage."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
-from chatledger.client.base import Transport
-from chatledger.client.sse import Event, events
+from chatledger.client.base import Resource
+from chatledger.client.base import body as _body
 from chatledger.messages.schemas import MessageRead
 from chatledger.runs.schemas import RunDetail, RunRead
 from chatledger.server.pagination import Page
-from chatledger.tenants.schemas import Me
-
-
-def _body(**fields: Any) -> dict[str, Any]:
-    """A request body without the fields left at None (the server's defaults apply)."""
-    return {name: value for name, value in fields.items() if value is not None}
-
-
-class Resource:
-    def __init__(self, transport: Transport) -> None:
-        self._t = transport
+from chatledger.tenants.schemas import KeyCreated, KeyRead, Me
 
 
 class Runs(Resource):
@@ -88,56 +79,32 @@ class Messages(Resource):
         return [MessageRead.model_validate(item) for item in response.json()]
 
 
-class Chat(Resource):
-    async def stream(
-        self,
-        content: str,
-        *,
-        run_id: str | None = None,
-        message_id: str | None = None,
-        model: str | None = None,
-        settings: dict[str, Any] | None = None,
-        run_name: str | None = None,
-        user_id: str | None = None,
-    ) -> AsyncIterator[Event]:
-        """Send a message and iterate the reply's events: run, task, delta…, usage, done
-        (or error). Stopping early does not stop the server recording the reply."""
-        body = _body(
-            run_id=run_id,
-            message={"id": message_id, "content": content} if message_id else {"content": content},
-            model=model,
-            settings=settings,
-            run_name=run_name,
-            user_id=user_id,
-            stream=True,
-        )
-        async with self._t.stream("POST", "/v1/chat", json=body) as response:
-            async for event in events(response):
-                yield event
-
-    async def send(self, content: str, **options: Any) -> dict[str, Any]:
-        """Send a message and wait for the recorded reply (no streaming)."""
-        message_id = options.pop("message_id", None)
-        message = {"content": content, **({"id": message_id} if message_id else {})}
-        body = _body(message=message, stream=False, **options)
-        result: dict[str, Any] = (await self._t.request("POST", "/v1/chat", json=body)).json()
-        return result
-
-    async def retry(self, message_id: str, **options: Any) -> dict[str, Any]:
-        """Answer a failed message again (same message id, a new task attempt)."""
-        body = _body(stream=False, **options)
-        response = await self._t.request("POST", f"/v1/messages/{message_id}/retry", json=body)
-        result: dict[str, Any] = response.json()
-        return result
-
-    async def attach(self, task_id: str, after: int | None = None) -> AsyncIterator[Event]:
-        """Follow a reply that is already streaming, resuming after event id `after`."""
-        headers = {"Last-Event-ID": str(after)} if after is not None else {}
-        async with self._t.stream("GET", f"/v1/tasks/{task_id}/stream", headers=headers) as r:
-            async for event in events(r):
-                yield event
-
-
 class Account(Resource):
     async def me(self) -> Me:
         return Me.model_validate((await self._t.request("GET", "/v1/me")).json())
+
+
+class Keys(Resource):
+    """API keys of the caller's project (user keys only: an app's service key cannot)."""
+
+    async def create(
+        self,
+        *,
+        kind: Literal["user", "service"] = "user",
+        name: str | None = None,
+        project_id: str | None = None,
+    ) -> KeyCreated:
+        """A new key; its `secret` is in this answer only."""
+        response = await self._t.request(
+            "POST", "/v1/keys", json=_body(kind=kind, name=name, project_id=project_id)
+        )
+        return KeyCreated.model_validate(response.json())
+
+    async def list(self) -> list[KeyRead]:
+        """All of the project's keys for owners and admins, else the caller's own."""
+        response = await self._t.request("GET", "/v1/keys")
+        return [KeyRead.model_validate(item) for item in response.json()]
+
+    async def revoke(self, id: str) -> KeyRead:
+        response = await self._t.request("DELETE", f"/v1/keys/{id}")
+        return KeyRead.model_validate(response.json())

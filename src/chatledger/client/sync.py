@@ -4,9 +4,10 @@ and every resource method is the async one, called and waited for."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any
@@ -33,12 +34,20 @@ class _Blocking:
         return attribute
 
 
-def _iterate(portal: BlockingPortal, generator: AsyncIterator[Any]) -> Iterator[Any]:
-    while True:
-        try:
-            yield portal.call(generator.__anext__)
-        except StopAsyncIteration:
-            return
+def _iterate(portal: BlockingPortal, generator: AsyncGenerator[Any]) -> Iterator[Any]:
+    try:
+        while True:
+            try:
+                item = portal.call(generator.__anext__)
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        # Stopped early (break, an exception): close it on its loop, so that what it
+        # holds open (a streaming response) is released now. A portal already stopped
+        # (the client was closed first) has closed the stream with its loop.
+        with contextlib.suppress(RuntimeError):
+            portal.call(generator.aclose)
 
 
 class Client(_Blocking):
