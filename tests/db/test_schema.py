@@ -35,11 +35,14 @@ MODEL_MODULES = (
     "chatledger.tasks.models",
     "chatledger.usage.models",
     "chatledger.traces.models",
+    "chatledger.prompts.models",
+    "chatledger.variables.models",
 )
 TABLES = {
     *("orgs", "projects", "users", "memberships", "api_keys"),
     *("runs", "messages", "tasks", "usage_daily"),
     *("traces", "trace_entries"),
+    *("prompts", "prompt_versions", "prompt_labels", "variables"),
 }
 
 for _module in MODEL_MODULES:  # the metadata is complete only once every model is imported

@@ -52,6 +52,8 @@ async def chat(body: ChatCreate, state: StateDep, caller: WriterDep) -> Response
         model=body.model,
         settings=body.settings or {},
         run_name=body.run_name,
+        prompt=body.prompt_ref(),
+        variables=body.variables or {},
     )
     with _named_fields(body.settings):
         turn = await state.engine.start(acting_for(caller, body.user_id), request)

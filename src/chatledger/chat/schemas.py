@@ -6,11 +6,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field, computed_field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, computed_field
 
 from chatledger.engine.turn import TurnResult
 from chatledger.ids import ID_PATTERN
 from chatledger.pricing import usd
+from chatledger.prompts.schemas import GivenVariables, PromptChoice
+from chatledger.prompts.service import PromptRef
 
 ClientId = Annotated[str, Field(pattern=ID_PATTERN, examples=["run-1"])]
 
@@ -43,6 +45,18 @@ class ChatCreate(_Turn):
     ) = None
     # Service keys only: the app's own end user this conversation belongs to.
     user_id: ClientId | None = None
+    # Chat with a prompt: its name, or {name, version | label}. Rendered on the run's
+    # first turn, its messages stored before the user's; follow-ups reuse it.
+    prompt: Annotated[PromptChoice, BeforeValidator(PromptChoice.by_name)] | None = Field(
+        None, description='A prompt\'s name ("summarize"), or {"name", "version" | "label"}.'
+    )
+    # Values for the prompt's variables, over the stored ones (not the computed ones).
+    variables: GivenVariables | None = None
+
+    def prompt_ref(self) -> PromptRef | None:
+        if self.prompt is None:
+            return None
+        return PromptRef(self.prompt.name, self.prompt.version, self.prompt.label)
 
 
 class RetryCreate(_Turn):

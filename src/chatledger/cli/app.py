@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from chatledger.cli import chat, db, runs, serve, tenancy, verify
+from chatledger.cli import chat, db, models, prompts, runs, serve, tenancy, verify
+from chatledger.cli import vars as variables
 from chatledger.cli.context import State
 
 app = typer.Typer(
@@ -40,9 +41,12 @@ app.command("retry")(chat.retry)
 app.command("demo")(chat.demo)
 app.add_typer(runs.app, name="runs")
 app.command("verify")(verify.verify)
+app.command("models")(models.models)
 app.add_typer(db.app, name="db")
 app.add_typer(tenancy.users, name="users")
 app.add_typer(tenancy.keys, name="keys")
+app.add_typer(prompts.app, name="prompts")
+app.add_typer(variables.app, name="vars")
 
 
 def main() -> None:

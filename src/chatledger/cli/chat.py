@@ -10,10 +10,12 @@ import typer
 
 from chatledger.cli.context import console, run_with_ledger
 from chatledger.cli.render import run_tables, turn_table
+from chatledger.cli.vars import parse_pairs
 from chatledger.engine.chat import Turn
 from chatledger.engine.turn import TurnResult
 from chatledger.errors import InvalidInput
 from chatledger.ledger import Ledger
+from chatledger.prompts.service import PromptRef
 
 SettingOption = Annotated[
     list[str] | None,
@@ -55,12 +57,35 @@ def chat(
     run: Annotated[str | None, typer.Option("--run", "-r", help="Continue this run.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="provider/model")] = None,
     settings: SettingOption = None,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", help="Start the run from this prompt.")
+    ] = None,
+    prompt_version: Annotated[
+        int | None, typer.Option("--prompt-version", help="That prompt's version.")
+    ] = None,
+    prompt_label: Annotated[
+        str | None, typer.Option("--prompt-label", help="That prompt's version so labelled.")
+    ] = None,
+    variables: Annotated[
+        list[str] | None, typer.Option("--var", help="A prompt variable, NAME=VALUE.")
+    ] = None,
 ) -> None:
-    """Send a message (a new run, or --run to continue one) and stream the reply."""
+    """Send a message (a new run, or --run to continue one) and stream the reply. With
+    --prompt, the prompt's messages (variables filled) come first in the run."""
 
     async def work(ledger: Ledger) -> TurnResult:
+        ref = None
+        if prompt is not None:
+            ref = PromptRef(prompt, prompt_version, prompt_label)
+        elif prompt_version is not None or prompt_label is not None:
+            raise InvalidInput("--prompt", "name the prompt whose version or label to use")
         turn = await ledger.chat(
-            message, run_id=run, model=model, settings=parse_settings(settings)
+            message,
+            run_id=run,
+            model=model,
+            settings=parse_settings(settings),
+            prompt=ref,
+            variables=parse_pairs(variables, "--var"),
         )
         return await stream_turn(turn)
 

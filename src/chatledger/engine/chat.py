@@ -33,6 +33,7 @@ from chatledger.errors import Conflict, InvalidInput, ProviderError
 from chatledger.ids import checked_id, new_id
 from chatledger.messages import service as messages
 from chatledger.messages.models import Message
+from chatledger.prompts import chat as prompt_chat
 from chatledger.providers import ChatMessage, Delta, ModelRequest, estimate_tokens, resolve
 from chatledger.runs import service as runs
 from chatledger.runs.models import Run
@@ -81,6 +82,9 @@ class ChatEngine:
             if request.message_id is not None:
                 existing = await session.get(Message, (caller.project_id, request.message_id))
             if existing is not None:
+                # Another user's message is a 404 whatever the content: comparing it
+                # first would let a caller confirm a guess of someone else's text.
+                await messages.get(session, caller, existing.id)
                 if existing.content != request.content:
                     raise Conflict(
                         f"message {existing.id!r} already exists with other content",
@@ -119,7 +123,10 @@ class ChatEngine:
     # -- step 1: before the model is called ---------------------------------------------
 
     async def _plan_new(self, session: AsyncSession, caller: Caller, req: ChatRequest) -> TurnPlan:
-        model_string = req.model or self.settings.default_model
+        # With a prompt: rendered first, so an unknown one or a missing variable is refused
+        # before anything is written. See prompts/chat.py for how runs keep it.
+        prompt = await prompt_chat.for_chat(session, caller, req.prompt, req.variables, req.run_id)
+        model_string = req.model or prompt_chat.model_of(prompt) or self.settings.default_model
         resolve(model_string)  # an unknown model is a 422 before anything is written
         run, run_created = await runs.ensure(
             session,
@@ -130,6 +137,8 @@ class ChatEngine:
             # The run remembers its model; per-turn settings stay with the turn's task.
             settings={"model": model_string},
         )
+        if prompt is not None:
+            await prompt_chat.start_run(session, caller, run, prompt)
         message_id = checked_id(req.message_id, "message.id")
         task = await self._create_task(session, caller, run, req, message_id)
         await messages.append(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatledger.prompts.service import PromptRef
 from chatledger.providers import ModelRequest, Provider
 from chatledger.tokens import TokenUsage
 
@@ -20,6 +21,9 @@ class ChatRequest:
     # Model settings for this turn only, over the run's stored ones (delay_ms, fail_at…).
     settings: dict[str, Any] = field(default_factory=dict)
     run_name: str | None = None
+    # Chat with a prompt: rendered on the run's first turn (see prompts/chat.py).
+    prompt: PromptRef | None = None
+    variables: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

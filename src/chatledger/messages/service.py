@@ -110,7 +110,12 @@ async def get(session: AsyncSession, caller: Caller, message_id: str) -> Message
     message = await session.get(Message, (caller.project_id, message_id))
     if message is None:
         raise NotFound("message", message_id)
-    await runs.get(session, caller, message.run_id)  # not the caller's run: 404 too
+    try:
+        await runs.get(session, caller, message.run_id)
+    except NotFound:
+        # Not the caller's run: the same 404 as an unknown message, which must not name
+        # the run (that would tell which of another user's runs the message is in).
+        raise NotFound("message", message_id) from None
     return message
 
 

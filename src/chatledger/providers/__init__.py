@@ -1,6 +1,7 @@
 """Model adapters behind one interface: `resolve("provider/model")` gives the provider to
-stream from. `echo` (offline, free, deterministic) is built in; others register in
-`registry`.
+stream from. `echo` (offline, free, deterministic) is built in; `openai` (and any
+OpenAI-compatible server) and `anthropic` are configured from settings (`configure`);
+test doubles `register` themselves.
 """
 
 from chatledger.providers.base import (
@@ -12,8 +13,18 @@ from chatledger.providers.base import (
     StreamEvent,
     estimate_tokens,
 )
+from chatledger.providers.config import ProviderConfig
 from chatledger.providers.echo import EchoProvider, EchoSettings
-from chatledger.providers.registry import known_providers, register, resolve, split_model
+from chatledger.providers.registry import (
+    ProviderInfo,
+    aclose,
+    configure,
+    describe,
+    known_providers,
+    register,
+    resolve,
+    split_model,
+)
 
 __all__ = [
     "ChatMessage",
@@ -23,7 +34,12 @@ __all__ = [
     "Finished",
     "ModelRequest",
     "Provider",
+    "ProviderConfig",
+    "ProviderInfo",
     "StreamEvent",
+    "aclose",
+    "configure",
+    "describe",
     "estimate_tokens",
     "known_providers",
     "register",

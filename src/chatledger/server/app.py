@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from chatledger import providers
 from chatledger.batch.router import router as batch_router
 from chatledger.chat.router import router as chat_router
 from chatledger.config import Settings
@@ -17,6 +18,7 @@ from chatledger.db.engine import Database
 from chatledger.db.migrate import upgrade
 from chatledger.engine.chat import ChatEngine
 from chatledger.interactions.router import router as interactions_router
+from chatledger.prompts.router import router as prompts_router
 from chatledger.runs.router import router as runs_router
 from chatledger.server import errors, health
 from chatledger.server.deps import AppState
@@ -27,6 +29,7 @@ from chatledger.tenants import service as tenants
 from chatledger.tenants.router import router as tenants_router
 from chatledger.traces.router import router as traces_router
 from chatledger.usage.router import router as usage_router
+from chatledger.variables.router import router as variables_router
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ ROUTERS = (
     usage_router,
     batch_router,
     chat_router,
+    prompts_router,
+    variables_router,
 )
 
 
@@ -52,6 +57,7 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     database = database or Database(settings.database_url)
+    providers.configure(settings)  # the model providers these settings configure
     state = AppState(settings, database, ChatEngine(database, settings), no_auth=no_auth)
 
     @contextlib.asynccontextmanager
@@ -69,6 +75,7 @@ def create_app(
         finally:
             sweeper.cancel()
             await state.engine.shutdown()
+            await providers.aclose()
             await database.dispose()
 
     app = FastAPI(
