@@ -11,7 +11,6 @@ writes, cached = cache reads, and nothing is counted twice. `thinking_tokens` (p
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
@@ -31,6 +30,7 @@ from chatledger.providers.base import (
 )
 from chatledger.providers.config import ProviderConfig
 from chatledger.providers.echo import count_input_tokens
+from chatledger.providers.sdk_client import PerLoopClient
 from chatledger.tokens import TokenUsage
 
 NO_KEY = "no-key-required"
@@ -52,8 +52,14 @@ class AnthropicProvider:
     def __init__(self, config: ProviderConfig) -> None:
         self.name = config.name
         self.config = config
-        self._client: anthropic.AsyncAnthropic | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients = PerLoopClient(
+            lambda: anthropic.AsyncAnthropic(
+                api_key=self.config.secret or NO_KEY,
+                base_url=self.config.base_url,
+                timeout=self.config.timeout_s,
+                max_retries=self.config.max_retries,
+            )
+        )
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(name={self.name!r}, base_url={self.config.public_url!r})"
@@ -92,24 +98,10 @@ class AnthropicProvider:
         yield Finished(counts.usage() if counts.seen else _estimated(request, text))
 
     def client(self) -> anthropic.AsyncAnthropic:
-        """The SDK client for the running event loop (a connection pool cannot move)."""
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = anthropic.AsyncAnthropic(
-                api_key=self.config.secret or NO_KEY,
-                base_url=self.config.base_url,
-                timeout=self.config.timeout_s,
-                max_retries=self.config.max_retries,
-            )
-            self._loop = loop
-        return self._client
+        return self._clients.get()
 
     async def aclose(self) -> None:
-        """Close the HTTP connections; a later stream opens new ones."""
-        client, self._client = self._client, None
-        # A pool made in another (closed) loop cannot be closed from this one.
-        if client is not None and self._loop is asyncio.get_running_loop():
-            await client.close()
+        await self._clients.aclose()
 
     def _failure(self, exc: Exception) -> ProviderError:
         secret = self.config.secret

@@ -11,7 +11,6 @@ reply stops the request upstream too.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
@@ -26,6 +25,7 @@ from chatledger.providers import failures, options
 from chatledger.providers.base import Delta, Finished, ModelRequest, StreamEvent, estimate_tokens
 from chatledger.providers.config import ProviderConfig
 from chatledger.providers.echo import count_input_tokens
+from chatledger.providers.sdk_client import PerLoopClient
 from chatledger.tokens import TokenUsage
 
 # Local servers need no key, but the SDK refuses to start without one.
@@ -50,8 +50,14 @@ class OpenAIProvider:
     def __init__(self, config: ProviderConfig) -> None:
         self.name = config.name
         self.config = config
-        self._client: openai.AsyncOpenAI | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients = PerLoopClient(
+            lambda: openai.AsyncOpenAI(
+                api_key=self.config.secret or NO_KEY,
+                base_url=self.config.base_url,
+                timeout=self.config.timeout_s,
+                max_retries=self.config.max_retries,
+            )
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(name={self.name!r}, base_url={self.config.public_url!r})"
@@ -89,25 +95,10 @@ class OpenAIProvider:
         yield Finished(_usage(usage) if usage is not None else _estimated(request, text))
 
     def client(self) -> openai.AsyncOpenAI:
-        """The SDK client for the running event loop: an HTTP connection pool cannot move
-        between loops (each test, each `asyncio.run` of the CLI has its own)."""
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = openai.AsyncOpenAI(
-                api_key=self.config.secret or NO_KEY,
-                base_url=self.config.base_url,
-                timeout=self.config.timeout_s,
-                max_retries=self.config.max_retries,
-            )
-            self._loop = loop
-        return self._client
+        return self._clients.get()
 
     async def aclose(self) -> None:
-        """Close the HTTP connections; a later stream opens new ones."""
-        client, self._client = self._client, None
-        # A pool made in another (closed) loop cannot be closed from this one.
-        if client is not None and self._loop is asyncio.get_running_loop():
-            await client.close()
+        await self._clients.aclose()
 
     def _failure(self, exc: Exception) -> ProviderError:
         secret = self.config.secret
