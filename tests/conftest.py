@@ -19,6 +19,33 @@ from tests.postgres import create_database, drop_database, postgres_server
 BACKENDS = ("sqlite", "postgresql")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="run the proof suites at full size (docs/reliability.md); CI runs them small",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "long: runs only with --long (a big proof run)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--long"):
+        return
+    skip = pytest.mark.skip(reason="a big run: pass --long (see docs/reliability.md)")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def long_run(request: pytest.FixtureRequest) -> bool:
+    """True under --long: proof suites scale their sizes up (operations, clients, inputs)."""
+    return bool(request.config.getoption("--long"))
+
+
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[tuple[str, str] | None]:
     """(admin URL, template database name): migrated once, copied per test (fast)."""

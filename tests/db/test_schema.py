@@ -37,12 +37,14 @@ MODEL_MODULES = (
     "chatledger.traces.models",
     "chatledger.prompts.models",
     "chatledger.variables.models",
+    "chatledger.prices.models",
 )
 TABLES = {
     *("orgs", "projects", "users", "memberships", "api_keys"),
     *("runs", "messages", "tasks", "usage_daily"),
     *("traces", "trace_entries"),
     *("prompts", "prompt_versions", "prompt_labels", "variables"),
+    "price_overrides",
 }
 
 for _module in MODEL_MODULES:  # the metadata is complete only once every model is imported

@@ -48,6 +48,8 @@ class Task(Base):
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    # The part of input_tokens written into the provider's prompt cache (priced apart).
+    cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     usage_estimated: Mapped[bool] = mapped_column(default=False)
     # NULL when the model has no known price: unknown is not the same as free.
     cost_nano: Mapped[int | None] = mapped_column(NanoUSD)
