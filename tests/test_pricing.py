@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from chatledger.pricing import Price, price_usage, to_nano, usd
+from chatledger.pricing import Price, Rates, price_usage, to_nano, usd
 from chatledger.tokens import TokenUsage
 
 # A fixed date so a future change in list prices cannot move these expectations.
@@ -87,3 +87,35 @@ def test_usd_round_trips_nano() -> None:
     assert usd(7_250_000) == Decimal("0.00725")
     assert usd(1) == Decimal("0.000000001")
     assert to_nano(usd(123_456_789) or Decimal(0)) == 123_456_789
+
+
+def test_cache_writes_priced_at_their_own_rate_once() -> None:
+    # claude-haiku-4-5 per million: $1 input, $0.10 cache read, $1.25 cache write, $5 output.
+    usage = TokenUsage(
+        input_tokens=10_000, cached_tokens=4_000, cache_write_tokens=5_000, output_tokens=100
+    )
+
+    price = price_usage("anthropic", "claude-haiku-4-5", usage, AT)
+
+    # 1,000 fresh + 4,000 read + 5,000 written: each input token once, at its own rate.
+    assert price.cost_nano == 1_000 * 1_000 + 4_000 * 100 + 5_000 * 1_250 + 100 * 5_000
+
+
+def test_override_rates_price_every_part_once() -> None:
+    rates = Rates(input=3_000_000_000, output=15_000_000_000, cache_read=300_000_000)
+    usage = TokenUsage(
+        input_tokens=1_000, cached_tokens=300, cache_write_tokens=200, output_tokens=50
+    )
+
+    # Per token: $3/M input (and cache writes, left at the input rate), $0.30/M reads.
+    assert rates.cost_nano(usage) == 500 * 3_000 + 300 * 300 + 200 * 3_000 + 50 * 15_000
+
+
+def test_override_rates_round_half_a_nano_up() -> None:
+    # $0.0005 per million tokens is half a nano-USD per token.
+    half = Rates(input=500_000, output=0)
+    under_half = Rates(input=499_999, output=0)
+
+    assert half.cost_nano(TokenUsage(input_tokens=1)) == 1
+    assert under_half.cost_nano(TokenUsage(input_tokens=1)) == 0
+    assert half.cost_nano(TokenUsage(input_tokens=3)) == 2  # 1.5 nano

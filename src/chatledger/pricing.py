@@ -12,6 +12,7 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import overload
 
 import genai_prices
 from genai_prices import Usage, calc_price
@@ -32,6 +33,32 @@ class Price:
 
 UNKNOWN = Price(None, "unknown")
 FREE = Price(0, "free")
+PER_MILLION = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """A model's own prices in integer nano-USD per million tokens (a project's override);
+    a cache rate of None is the input rate."""
+
+    input: int
+    output: int
+    cache_read: int | None = None
+    cache_write: int | None = None
+
+    def cost_nano(self, usage: TokenUsage) -> int:
+        """Each token once, at its rate: cache reads and writes are parts of the input."""
+        cache_read = self.input if self.cache_read is None else self.cache_read
+        cache_write = self.input if self.cache_write is None else self.cache_write
+        fresh = max(0, usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens)
+        total = (
+            fresh * self.input
+            + usage.cached_tokens * cache_read
+            + usage.cache_write_tokens * cache_write
+            + usage.output_tokens * self.output
+        )
+        # Half a nano rounds up, as `to_nano` does; every term is non-negative.
+        return (total + PER_MILLION // 2) // PER_MILLION
 
 
 def price_usage(provider: str, model: str, usage: TokenUsage, at: datetime | None = None) -> Price:
@@ -41,13 +68,14 @@ def price_usage(provider: str, model: str, usage: TokenUsage, at: datetime | Non
     if not _is_priced(provider, model):
         return UNKNOWN
     calculation = calc_price(
-        # genai-prices' input_tokens includes cache reads, as ours does: cached tokens
-        # are priced at the cache rate and not again at the input rate. Reasoning tokens
+        # genai-prices' input_tokens includes cache reads and writes, as ours does: each
+        # is priced at its cache rate and not again at the input rate. Reasoning tokens
         # are already inside output_tokens.
         Usage(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cache_read_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
         ),
         model_ref=model,
         provider_id=provider,
@@ -70,6 +98,12 @@ def to_nano(amount_usd: Decimal) -> int:
     return int(amount_usd.scaleb(9).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+@overload
+def usd(nano: int) -> Decimal: ...
+@overload
+def usd(nano: None) -> None: ...
+@overload
+def usd(nano: int | None) -> Decimal | None: ...
 def usd(nano: int | None) -> Decimal | None:
     """nano-USD → USD as an exact Decimal, for display and the API."""
     return None if nano is None else Decimal(nano).scaleb(-9)

@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from chatledger.errors import InvalidInput, ProviderError
-from chatledger.providers import ChatMessage, Delta, Finished, ModelRequest, StreamEvent
+from chatledger.providers import (
+    ChatMessage,
+    Delta,
+    Finished,
+    ModelRequest,
+    StreamEvent,
+    UsageSoFar,
+)
 from chatledger.providers.anthropic import AnthropicProvider
 from chatledger.providers.config import provider_configs
 from chatledger.tokens import TokenUsage
@@ -57,8 +65,9 @@ async def failure(provider: AnthropicProvider) -> tuple[str, ProviderError]:
     text = ""
     with pytest.raises(ProviderError) as raised:
         async for event in provider.stream(request()):
-            assert isinstance(event, Delta), "no Finished may come before a failure"
-            text += event.text
+            assert not isinstance(event, Finished), "no Finished may come before a failure"
+            if isinstance(event, Delta):
+                text += event.text
     return text, raised.value
 
 
@@ -75,9 +84,12 @@ async def test_streams_text_then_usage_with_cache_reads_inside_the_input(
     events = await collect(anthropic_provider)
 
     assert [e.text for e in events if isinstance(e, Delta)] == ["I am", " fine."]
-    assert events[-1] == Finished(
-        TokenUsage(input_tokens=2400, output_tokens=40, cached_tokens=2000)
+    whole = TokenUsage(
+        input_tokens=2400, output_tokens=40, cached_tokens=2000, cache_write_tokens=300
     )
+    assert events[-1] == Finished(whole)
+    # The input side is known from message_start, before any text: kept if cut short.
+    assert events[0] == UsageSoFar(replace(whole, output_tokens=1))
 
 
 async def test_thinking_tokens_are_reasoning_inside_the_output(
@@ -264,4 +276,4 @@ async def test_cancelling_the_consumer_closes_the_http_stream(
         await consumer
 
     await asyncio.wait_for(fake_anthropic.client_gone.wait(), 10)
-    assert seen == [Delta("Once")]
+    assert seen == [UsageSoFar(TokenUsage(input_tokens=10, output_tokens=1)), Delta("Once")]

@@ -17,10 +17,12 @@ from chatledger.providers import (
     Finished,
     ModelRequest,
     StreamEvent,
+    UsageSoFar,
     estimate_tokens,
     resolve,
     split_model,
 )
+from chatledger.tokens import TokenUsage
 
 
 def request(*texts: str, settings: Mapping[str, Any] | None = None) -> ModelRequest:
@@ -38,17 +40,20 @@ async def deltas_until_failure(req: ModelRequest) -> tuple[list[str], ProviderEr
     seen: list[str] = []
     with pytest.raises(ProviderError) as raised:
         async for event in EchoProvider().stream(req):
-            assert isinstance(event, Delta), "nothing but deltas may come before the failure"
-            seen.append(event.text)
+            assert not isinstance(event, Finished), "no Finished may come before a failure"
+            if isinstance(event, Delta):
+                seen.append(event.text)
     return seen, raised.value
 
 
 async def test_reply_echoes_the_last_user_message_word_by_word() -> None:
     events = await collect(request("hello there, how are you?"))
 
-    *deltas, finished = events
+    started, *deltas, finished = events
+    # The input side is reported as the reply starts, the whole count at its end.
+    assert isinstance(started, UsageSoFar) and isinstance(finished, Finished)
+    assert started.usage == TokenUsage(input_tokens=finished.usage.input_tokens)
     assert all(isinstance(d, Delta) for d in deltas)
-    assert isinstance(finished, Finished)
     texts = [d.text for d in deltas if isinstance(d, Delta)]
     assert "".join(texts) == "Echo: hello there, how are you?"
     assert texts == ["Echo: ", "hello ", "there, ", "how ", "are ", "you?"]

@@ -21,12 +21,16 @@ from chatledger.engine.chat import Turn
 from chatledger.engine.turn import TurnResult
 from chatledger.errors import InvalidInput
 from chatledger.messages.models import Message
+from chatledger.providers import estimate_tokens
 from chatledger.server.app import create_app
 from tests.providers.conftest import ANTHROPIC_KEY, OPENAI_KEY, TIMEOUT_S
 from tests.providers.fake_server import HOLD, Answer, FakeServer
 from tests.providers.protocols import (
     OPENAI_DONE,
+    anthropic_deltas,
+    anthropic_end,
     anthropic_reply,
+    anthropic_start,
     json_error,
     openai_deltas,
     openai_reply,
@@ -230,6 +234,58 @@ async def test_anthropic_reply_prices_cache_reads_at_the_cache_rate(
     assert (task.input_tokens, task.cached_tokens, task.output_tokens) == (5000, 4000, 100)
     assert task.cost_nano == 1_900_000
     assert fake_anthropic.received[-1].body["messages"] == [{"role": "user", "content": "hi"}]
+
+
+async def test_anthropic_cache_writes_are_priced_at_their_own_rate(
+    ledger: Ledger, fake_anthropic: FakeServer
+) -> None:
+    # claude-haiku-4-5: $1/M input, $1.25/M cache write, $0.10/M cache read, $5/M output.
+    fake_anthropic.queue(
+        anthropic_reply(
+            "Hi", input_tokens=1000, cache_read=4000, cache_write=2000, output_tokens=100
+        )
+    )
+
+    result = await (await ledger.chat("hi", model="anthropic/claude-haiku-4-5")).result()
+
+    task = await ledger.get_task(result.task_id)
+    assert (task.input_tokens, task.cached_tokens, task.cache_write_tokens) == (7000, 4000, 2000)
+    assert task.cost_nano == 1000 * 1000 + 4000 * 100 + 2000 * 1250 + 100 * 5000
+    assert result.usage.cache_write_tokens == 2000
+
+
+async def test_a_cancelled_anthropic_reply_keeps_the_usage_it_was_told(
+    ledger: Ledger, fake_anthropic: FakeServer
+) -> None:
+    # The input side (cache reads and writes included) comes with message_start: a reply
+    # cancelled before its end keeps it exactly and estimates only the output.
+    fake_anthropic.queue(
+        Answer(
+            [
+                *anthropic_start(1000, cache_read=4000, cache_write=2000),
+                *anthropic_deltas("Once", " upon"),
+                HOLD,
+                *anthropic_end(50),
+            ]
+        )
+    )
+
+    turn = await ledger.chat("story", model="anthropic/claude-haiku-4-5")
+    await asyncio.wait_for(fake_anthropic.holding.wait(), 10)
+    async for event in turn.events():
+        if event.kind == "delta" and event.data["text"] == " upon":
+            break
+    turn.cancel()
+    await outcome(turn)
+
+    task = await ledger.get_task(turn.plan.task_id)
+    assert (task.status, task.response_text) == ("cancelled", "Once upon")
+    assert (task.input_tokens, task.cached_tokens, task.cache_write_tokens) == (7000, 4000, 2000)
+    assert task.output_tokens == estimate_tokens("Once upon")
+    assert task.usage_estimated is True  # the output part is an estimate
+    output = task.output_tokens * 5000
+    assert task.cost_nano == 1000 * 1000 + 4000 * 100 + 2000 * 1250 + output
+    assert await ledger.verify() == []
 
 
 async def test_an_unconfigured_provider_is_a_422_that_writes_nothing(

@@ -81,6 +81,8 @@ async def build_world(
     prompt["variables"] = [{"name": "greeting", "default": "hello"}]
     expect(await a.post("/v1/prompts", json=prompt), 201)
     expect(await a.put("/v1/variables/user/alice/greeting", json={"value": MARKER}), 201)
+    price = {"model_pattern": "gpt-4o*", "input_per_mtok": "1", "output_per_mtok": "2"}
+    override = expect(await a.post("/v1/prices", json=price), 201)["id"]
     spare_key = expect(await a.post("/v1/keys", json={"name": "spare"}), 201)["id"]
     user_key = expect(await a.get("/v1/me"), 200)["key_id"]
     expect(await a.post("/v1/orgs", json={"id": "a-org", "name": "Alice's org"}), 201)
@@ -104,6 +106,7 @@ async def build_world(
         "key_id": spare_key,
         "user_id": alice.user_id,
         "name": "a-prompt",
+        "override_id": override,
     }
     generated = {
         failed["task_id"],

@@ -187,6 +187,15 @@ ROUTES: dict[tuple[str, str], Check] = {
     ("GET", VARIABLE): Hidden(ids=ALICES_VARIABLE),
     ("PUT", VARIABLE): Hidden(body={"value": "taken over"}, ids=ALICES_VARIABLE),
     ("DELETE", VARIABLE): Hidden(ids=ALICES_VARIABLE),
+    # -- price overrides: the project's, read by its members, written by its managers
+    ("GET", "/v1/prices"): Listed(shows="override_id", outsiders=BOB),
+    ("POST", "/v1/prices"): Exempt(
+        "adds to the caller's own project; tests/prices refuses members (404)"
+    ),
+    ("DELETE", "/v1/prices/{override_id}"): Hidden(),
+    ("POST", "/v1/prices/quote"): Exempt(
+        "prices in the caller's own project; tests/prices shows others' overrides never apply"
+    ),
     # -- usage and ingest
     ("GET", "/v1/usage/daily"): Listed(shows="user_id", query={"user_id": "alice"}),
     ("POST", "/v1/batch"): Ensured(body={"items": BATCH_ITEMS}, per_item=True),

@@ -68,6 +68,7 @@ class ChatUsage(BaseModel):
     output_tokens: int
     cached_tokens: int
     reasoning_tokens: int
+    cache_write_tokens: int
     # True when the provider reported nothing and the counts were estimated from text.
     estimated: bool
 
@@ -107,6 +108,7 @@ class ChatResult(BaseModel):
                 output_tokens=usage.output_tokens,
                 cached_tokens=usage.cached_tokens,
                 reasoning_tokens=usage.reasoning_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
                 estimated=usage.estimated,
             ),
             cost_nano=result.cost_nano,

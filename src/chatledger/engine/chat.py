@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatledger import pricing
 from chatledger.config import Settings
 from chatledger.db.engine import Database
+from chatledger.engine import usage as turn_usage
 from chatledger.engine.events import ChatEvent, EventLog
 from chatledger.engine.progress import ProgressWriter
 from chatledger.engine.turn import ChatRequest, TurnPlan, TurnResult
@@ -34,7 +36,14 @@ from chatledger.ids import checked_id, new_id
 from chatledger.messages import service as messages
 from chatledger.messages.models import Message
 from chatledger.prompts import chat as prompt_chat
-from chatledger.providers import ChatMessage, Delta, ModelRequest, estimate_tokens, resolve
+from chatledger.providers import (
+    ChatMessage,
+    Delta,
+    ModelRequest,
+    StreamEvent,
+    UsageSoFar,
+    resolve,
+)
 from chatledger.runs import service as runs
 from chatledger.runs.models import Run
 from chatledger.tasks import service as tasks
@@ -253,43 +262,33 @@ class ChatEngine:
             heartbeat_s=self.settings.task_lease_seconds / 3,
         )
         writer.start()
-        started = time.monotonic()
-        text, usage, ttft_ms = "", None, None
+        got = _Received()
         try:
-            async for event in plan.provider.stream(plan.request):
-                if isinstance(event, Delta):
-                    if ttft_ms is None:
-                        ttft_ms = _ms_since(started)
-                    text += event.text
-                    writer.note(text)
-                    log.emit("delta", {"text": event.text})
-                    if writer.ended_as is not None:
-                        break
-                else:
-                    usage = event.usage
+            # Closed however the loop ends (break, cancel), so the provider's connection
+            # is released now rather than whenever the generator is collected.
+            async with contextlib.aclosing(plan.provider.stream(plan.request)) as stream:
+                async for event in stream:
+                    got.take(event)
+                    if isinstance(event, Delta):
+                        writer.note(got.text)
+                        log.emit("delta", {"text": event.text})
+                        if writer.ended_as is not None:
+                            break
             # Still inside the try: a cancel that arrives once the stream has ended, before
             # its completion is recorded, must be recorded too, not leave the task pending.
             await writer.close()
             if writer.ended_as is None:
-                return await _to_the_end(
-                    self._record_success(caller, plan, log, text, usage, ttft_ms, started)
-                )
+                return await _to_the_end(self._record_success(caller, plan, log, got))
         except ProviderError as exc:
             error = {"kind": exc.kind, "message": exc.message, "retryable": exc.retryable}
-            return await _to_the_end(
-                self._record_failure(writer, caller, plan, log, text, error, started, ttft_ms)
-            )
+            return await _to_the_end(self._record_failure(writer, caller, plan, log, got, error))
         except asyncio.CancelledError:
             error = {"kind": "cancelled", "message": "the reply was cancelled"}
-            await _to_the_end(
-                self._record_failure(writer, caller, plan, log, text, error, started, ttft_ms)
-            )
+            await _to_the_end(self._record_failure(writer, caller, plan, log, got, error))
             raise
         except Exception as exc:
             error = {"kind": "internal", "message": f"{type(exc).__name__}: {exc}"}
-            await _to_the_end(
-                self._record_failure(writer, caller, plan, log, text, error, started, ttft_ms)
-            )
+            await _to_the_end(self._record_failure(writer, caller, plan, log, got, error))
             raise
         # The task was ended elsewhere (cancelled through the API): it is recorded already;
         # its message is marked as a failed exchange, as if the turn had been cancelled here.
@@ -303,7 +302,7 @@ class ChatEngine:
         log.emit("error", error)
         log.close()
         return TurnResult(
-            plan.run_id, plan.task_id, plan.user_message_id, ended_as, text, error=error
+            plan.run_id, plan.task_id, plan.user_message_id, ended_as, got.text, error=error
         )
 
     async def _record_success(
@@ -311,19 +310,17 @@ class ChatEngine:
         caller: Caller,
         plan: TurnPlan,
         log: EventLog,
-        text: str,
-        usage: TokenUsage | None,
-        ttft_ms: int | None,
-        started: float,
+        got: _Received,
     ) -> TurnResult:
-        if usage is None:  # the provider reported nothing: estimate, and say so
-            usage = self._estimate(plan, text)
+        text = got.text
+        # The provider reported nothing: estimate, and say so.
+        usage = got.usage or turn_usage.estimated(plan.request, text)
         outcome = tasks.Outcome(
             status="completed",
             response_text=text,
             usage=usage,
-            ttft_ms=ttft_ms,
-            total_ms=_ms_since(started),
+            ttft_ms=got.ttft_ms,
+            total_ms=got.elapsed_ms(),
         )
         async with self.database.transaction() as session:
             task, _ = await tasks.finish(session, caller, plan.task_id, outcome)
@@ -366,22 +363,21 @@ class ChatEngine:
         caller: Caller,
         plan: TurnPlan,
         log: EventLog,
-        text: str,
+        got: _Received,
         error: dict[str, Any],
-        started: float,
-        ttft_ms: int | None,
     ) -> TurnResult:
         await writer.close()  # no progress write may land after the ending
         cancelled = error["kind"] == "cancelled"
-        # Tokens already streamed were paid for: estimate them rather than lose them.
-        usage = self._estimate(plan, text) if text else None
+        text = got.text
+        # Tokens already streamed were paid for: keep them rather than lose them.
+        usage = turn_usage.cut_short(plan.request, text, got.known)
         outcome = tasks.Outcome(
             status="cancelled" if cancelled else "failed",
             response_text=text,
             usage=usage,
             error=error,
-            ttft_ms=ttft_ms,
-            total_ms=_ms_since(started),
+            ttft_ms=got.ttft_ms,
+            total_ms=got.elapsed_ms(),
         )
         async with self.database.transaction() as session:
             task, _ = await tasks.finish(session, caller, plan.task_id, outcome)
@@ -405,11 +401,6 @@ class ChatEngine:
             error=error,
         )
 
-    @staticmethod
-    def _estimate(plan: TurnPlan, text: str) -> TokenUsage:
-        prompt = sum(estimate_tokens(m.content) for m in plan.request.messages)
-        return TokenUsage(input_tokens=prompt, output_tokens=estimate_tokens(text), estimated=True)
-
 
 def usage_event(task: Task) -> dict[str, Any]:
     """The `usage` event of a finished task (also replayed from the database)."""
@@ -419,6 +410,7 @@ def usage_event(task: Task) -> dict[str, Any]:
         "output_tokens": task.output_tokens,
         "cached_tokens": task.cached_tokens,
         "reasoning_tokens": task.reasoning_tokens,
+        "cache_write_tokens": task.cache_write_tokens,
         "estimated": task.usage_estimated,
         "cost_usd": None if cost is None else f"{cost:f}",
         "price_source": task.price_source,
@@ -445,8 +437,28 @@ def _report_crash(job: asyncio.Task[TurnResult]) -> None:
         logger.error("reply %s crashed", job.get_name(), exc_info=error)
 
 
-def _ms_since(started: float) -> int:
-    return round((time.monotonic() - started) * 1000)
+@dataclass
+class _Received:
+    """What the provider has sent so far in one reply."""
+
+    started: float = field(default_factory=time.monotonic)
+    text: str = ""
+    ttft_ms: int | None = None
+    usage: TokenUsage | None = None  # the final count (`Finished`)
+    known: TokenUsage | None = None  # reported before the end (`UsageSoFar`)
+
+    def take(self, event: StreamEvent) -> None:
+        if isinstance(event, Delta):
+            if self.ttft_ms is None:
+                self.ttft_ms = self.elapsed_ms()
+            self.text += event.text
+        elif isinstance(event, UsageSoFar):
+            self.known = event.usage
+        else:
+            self.usage = event.usage
+
+    def elapsed_ms(self) -> int:
+        return round((time.monotonic() - self.started) * 1000)
 
 
 __all__ = ["ChatEngine", "ChatEvent", "ChatRequest", "Turn", "TurnResult", "usage_event"]

@@ -194,8 +194,7 @@ def _same(stored: Interaction, new: NewInteraction, provider: str, model: str) -
         (task.provider, task.model) == (provider, model)
         and task.response_text == new.response
         and stored.user_message.content == new.prompt
-        and (task.input_tokens, task.output_tokens, task.cached_tokens, task.reasoning_tokens)
-        == (usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.reasoning_tokens)
+        and task.tokens.counts() == usage.counts()
         and new.cost_nano in (None, task.cost_nano)
         and new.user_message_id in (None, stored.user_message.id)
         and new.assistant_message_id in (None, stored.assistant_message.id)

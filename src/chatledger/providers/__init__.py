@@ -11,6 +11,7 @@ from chatledger.providers.base import (
     ModelRequest,
     Provider,
     StreamEvent,
+    UsageSoFar,
     estimate_tokens,
 )
 from chatledger.providers.config import ProviderConfig
@@ -37,6 +38,7 @@ __all__ = [
     "ProviderConfig",
     "ProviderInfo",
     "StreamEvent",
+    "UsageSoFar",
     "aclose",
     "configure",
     "describe",

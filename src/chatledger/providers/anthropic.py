@@ -4,14 +4,14 @@ System messages go to the `system` parameter (joined in order); the rest alterna
 user/assistant. Usage arrives in two parts: `message_start` gives the input side,
 `message_delta` the output so far (cumulative). Anthropic's `input_tokens` excludes cache
 reads and cache writes, while chatledger's `input_tokens` includes every prompt token and
-`cached_tokens` is the part of it read from cache: so input = input + cache reads + cache
-writes, cached = cache reads, and nothing is counted twice. `thinking_tokens` (part of
-`output_tokens`) become `reasoning_tokens`.
+`cached_tokens` / `cache_write_tokens` the parts of it read from / written to the cache:
+so input = input + cache reads + cache writes, and nothing is counted twice.
+`thinking_tokens` (part of `output_tokens`) become `reasoning_tokens`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, cast
 
 import anthropic
@@ -26,6 +26,7 @@ from chatledger.providers.base import (
     Finished,
     ModelRequest,
     StreamEvent,
+    UsageSoFar,
     estimate_tokens,
 )
 from chatledger.providers.config import ProviderConfig
@@ -67,7 +68,7 @@ class AnthropicProvider:
     def check_settings(self, settings: Mapping[str, Any]) -> None:
         options.parse(self.name, settings, SETTINGS)
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         settings = options.parse(self.name, request.settings, SETTINGS)
         extra_body = dict(settings.pop("extra_body", {}))
         extra_body.update({k: settings[k] for k in SAMPLING if k in settings})
@@ -88,8 +89,10 @@ class AnthropicProvider:
                 async for event in events:
                     if event.type == "message_start":
                         counts.take(event.message.usage)
+                        yield UsageSoFar(counts.usage())
                     elif event.type == "message_delta":
                         counts.take(event.usage)
+                        yield UsageSoFar(counts.usage())
                     elif event.type == "content_block_delta" and event.delta.type == "text_delta":
                         text += event.delta.text
                         yield Delta(event.delta.text)
@@ -145,6 +148,7 @@ class _Counts:
             input_tokens=v["input"] + v["cache_read"] + v["cache_write"],
             output_tokens=v["output"],
             cached_tokens=v["cache_read"],
+            cache_write_tokens=v["cache_write"],
             reasoning_tokens=v["thinking"],
         )
 

@@ -1,16 +1,18 @@
 """The provider interface: what the engine sends a model adapter and what it gets back.
 
 A provider turns a `ModelRequest` into a stream of `Delta`s (text as it arrives) closed
-by exactly one `Finished` (the call's token usage). Failures are `ProviderError`s raised
-from the stream; after one, nothing more is yielded. `estimate_tokens` is the fallback
-when a provider reports no usage.
+by exactly one `Finished` (the call's token usage). A provider that learns part of the
+usage early (Anthropic reports the input side when the message starts) says so with
+`UsageSoFar`, so a call cut short keeps what is known rather than an estimate. Failures
+are `ProviderError`s raised from the stream; after one, nothing more is yielded.
+`estimate_tokens` is the fallback when a provider reports no usage.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -45,11 +47,18 @@ class Delta:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageSoFar:
+    """Usage reported before the end; each one replaces the last."""
+
+    usage: TokenUsage
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     usage: TokenUsage
 
 
-StreamEvent = Delta | Finished
+StreamEvent = Delta | UsageSoFar | Finished
 
 
 class Provider(Protocol):
@@ -60,8 +69,9 @@ class Provider(Protocol):
         task is created for it (so a typo is a 422, not a failed model call)."""
         ...
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        """Yield `Delta`s then exactly one `Finished`; raise `ProviderError` on failure."""
+    def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
+        """Yield `Delta`s (and any `UsageSoFar`) then exactly one `Finished`; raise
+        `ProviderError` on failure."""
         ...
 
 

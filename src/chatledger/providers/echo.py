@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from chatledger.providers.base import (
     Finished,
     ModelRequest,
     StreamEvent,
+    UsageSoFar,
     estimate_tokens,
 )
 from chatledger.tokens import TokenUsage
@@ -56,23 +57,28 @@ class EchoProvider:
     def check_settings(self, settings: Mapping[str, Any]) -> None:
         EchoSettings.parse(settings)
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         # Validated before the first delta so a bad setting never looks like a partial reply.
         settings = EchoSettings.parse(request.settings)
         reply = echo_reply(request.messages)
         words = _WORDS.findall(reply)
+        input_tokens = count_input_tokens(request.messages)
         for index, word in enumerate(words):
             if settings.delay_ms:
                 await asyncio.sleep(settings.delay_ms / 1000)
             if index == settings.fail_at:
                 raise _injected_failure(index)
+            if index == 0:
+                # Like a real model, the input side is known (and billed) once the reply
+                # has started: a call refused before that (fail_at=0) cost nothing.
+                yield UsageSoFar(TokenUsage(input_tokens=input_tokens))
             yield Delta(word)
         if settings.fail_at is not None:
             # Asked for a failure past the last word: fail at the end rather than not at all.
             raise _injected_failure(settings.fail_at)
         yield Finished(
             TokenUsage(
-                input_tokens=count_input_tokens(request.messages),
+                input_tokens=input_tokens,
                 output_tokens=estimate_tokens(reply),
             )
         )

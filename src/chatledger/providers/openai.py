@@ -11,7 +11,7 @@ reply stops the request upstream too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, cast
 
 import httpx2
@@ -65,7 +65,7 @@ class OpenAIProvider:
     def check_settings(self, settings: Mapping[str, Any]) -> None:
         options.parse(self.name, settings, SETTINGS)
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         settings = options.parse(self.name, request.settings, SETTINGS)
         extra_body = settings.pop("extra_body", None)
         params = cast(

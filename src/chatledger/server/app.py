@@ -18,6 +18,7 @@ from chatledger.db.engine import Database
 from chatledger.db.migrate import upgrade
 from chatledger.engine.chat import ChatEngine
 from chatledger.interactions.router import router as interactions_router
+from chatledger.prices.router import router as prices_router
 from chatledger.prompts.router import router as prompts_router
 from chatledger.runs.router import router as runs_router
 from chatledger.server import errors, health
@@ -45,6 +46,7 @@ ROUTERS = (
     chat_router,
     prompts_router,
     variables_router,
+    prices_router,
 )
 
 

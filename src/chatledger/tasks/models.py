@@ -13,6 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from chatledger.db.base import Base
 from chatledger.db.types import JSON_, Id, NanoUSD, UtcTimeStamp, utcnow
+from chatledger.tokens import TokenUsage
 
 TERMINAL = ("completed", "failed", "cancelled", "interrupted")
 LIVE = ("pending", "streaming")
@@ -60,6 +61,17 @@ class Task(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcTimeStamp, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UtcTimeStamp, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UtcTimeStamp)
+
+    @property
+    def tokens(self) -> TokenUsage:
+        return TokenUsage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cached_tokens=self.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            estimated=self.usage_estimated,
+        )
 
     @property
     def total_tokens(self) -> int:

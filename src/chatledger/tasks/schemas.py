@@ -42,13 +42,15 @@ def cost_nano(cost_usd: Decimal | None) -> int | None:
 
 
 class UsageIn(BaseModel):
-    """Token counts of one call. Cached tokens are part of the input and reasoning tokens
-    part of the output (see chatledger.tokens), so neither can exceed its whole."""
+    """Token counts of one call. Cache reads and writes are parts of the input and
+    reasoning tokens part of the output (see chatledger.tokens), so no part can exceed
+    its whole."""
 
     input_tokens: Count
     output_tokens: Count
     cached_tokens: Count = 0
     reasoning_tokens: Count = 0
+    cache_write_tokens: Count = 0
     # True when the client estimated the counts (its provider reported none).
     estimated: bool = False
 
@@ -64,6 +66,17 @@ class UsageIn(BaseModel):
     def _reasoning_within_output(cls, value: int, info: ValidationInfo) -> int:
         if value > info.data.get("output_tokens", value):
             raise ValueError("must not exceed output_tokens (reasoning tokens are part of them)")
+        return value
+
+    @field_validator("cache_write_tokens")
+    @classmethod
+    def _cache_writes_within_input(cls, value: int, info: ValidationInfo) -> int:
+        cache_reads = info.data.get("cached_tokens", 0)
+        if value + cache_reads > info.data.get("input_tokens", value + cache_reads):
+            raise ValueError(
+                "cached_tokens + cache_write_tokens must not exceed input_tokens "
+                "(both are parts of the input)"
+            )
         return value
 
     def tokens(self) -> TokenUsage:
@@ -142,6 +155,7 @@ class TaskRead(BaseModel):
     output_tokens: int
     cached_tokens: int
     reasoning_tokens: int
+    cache_write_tokens: int
     usage_estimated: bool
     cost_nano: int | None
     price_source: str | None

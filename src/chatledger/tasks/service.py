@@ -16,11 +16,11 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatledger import pricing
 from chatledger.db.types import utcnow
 from chatledger.db.upsert import insert_if_absent
 from chatledger.errors import Conflict, InvalidInput, NotFound
 from chatledger.ids import checked_id
+from chatledger.prices import service as prices
 from chatledger.runs import service as runs
 from chatledger.tasks.models import LIVE, TERMINAL, Task
 from chatledger.tenants.caller import Caller
@@ -131,6 +131,7 @@ async def create(session: AsyncSession, caller: Caller, new: NewTask) -> tuple[T
             "output_tokens": 0,
             "cached_tokens": 0,
             "reasoning_tokens": 0,
+            "cache_write_tokens": 0,
             "usage_estimated": False,
             "created_at": new.created_at or now,
             "updated_at": new.created_at or now,
@@ -190,6 +191,7 @@ async def finish(
         "output_tokens": tokens.output_tokens,
         "cached_tokens": tokens.cached_tokens,
         "reasoning_tokens": tokens.reasoning_tokens,
+        "cache_write_tokens": tokens.cache_write_tokens,
         "usage_estimated": tokens.estimated,
         "ttft_ms": outcome.ttft_ms,
         "total_ms": outcome.total_ms,
@@ -201,7 +203,7 @@ async def finish(
     if outcome.cost_nano is not None:
         values["cost_nano"], values["price_source"] = outcome.cost_nano, "client"
     else:
-        price = pricing.price_usage(task.provider, task.model, tokens, at)
+        price = await prices.price(session, task.project_id, task.provider, task.model, tokens, at)
         values["cost_nano"], values["price_source"] = price.cost_nano, price.source
 
     guard = [Task.project_id == task.project_id, Task.id == task.id, Task.status.not_in(TERMINAL)]
@@ -244,12 +246,7 @@ def _replayed(task: Task, outcome: Outcome) -> Task:
     if same and outcome.response_text is not None:
         same = task.response_text == outcome.response_text
     if same and outcome.usage is not None:
-        u = outcome.usage
-        same = (task.input_tokens, task.output_tokens, task.cached_tokens) == (
-            u.input_tokens,
-            u.output_tokens,
-            u.cached_tokens,
-        )
+        same = task.tokens.counts() == outcome.usage.counts()
     if not same:
         raise Conflict(
             f"task {task.id!r} already ended as {task.status}", id=task.id, status=task.status
