@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from chatledger.cli import chat, db, models, prompts, runs, serve, tenancy, verify
+from chatledger.cli import chat, db, models, prices, prompts, runs, serve, tenancy, verify
 from chatledger.cli import vars as variables
 from chatledger.cli.context import State
 
@@ -47,6 +47,7 @@ app.add_typer(tenancy.users, name="users")
 app.add_typer(tenancy.keys, name="keys")
 app.add_typer(prompts.app, name="prompts")
 app.add_typer(variables.app, name="vars")
+app.add_typer(prices.app, name="prices")
 
 
 def main() -> None:
