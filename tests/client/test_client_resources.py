@@ -336,6 +336,35 @@ async def test_chat_streams_events_and_sends_typed_results(database_url: str) ->
     await assert_no_drift(database_url)
 
 
+async def test_chat_starts_from_a_prompt_with_variables(database_url: str) -> None:
+    async with AsyncClient(database_url) as client:
+        sent = await client.chat.send(
+            "Les chats dorment beaucoup.",
+            prompt="translate",
+            variables={"language": "English"},
+            message_id="p1",
+        )
+        stored = await client.runs.get(sent.run_id)
+        system = stored.messages[0]
+        assert (system.role, system.content.count("English")) == ("system", 1)
+        assert [m.role for m in stored.messages] == ["system", "user", "assistant"]
+
+        streamed = [
+            event
+            async for event in client.chat.stream(
+                "hello",
+                prompt={"name": "translate", "label": "production"},
+                variables={"language": "French"},
+            )
+        ]
+        assert [streamed[0].kind, streamed[-1].kind] == ["run", "done"]
+        # `language` has no default: leaving it out is refused before anything is written.
+        with pytest.raises(InvalidInput) as missing:
+            await client.chat.send("hello", prompt="translate")
+        assert str(missing.value) == "variables: no value for language"
+        assert len((await client.runs.list()).items) == 2
+
+
 async def test_local_mode_streams_a_reply_as_it_is_made(database_url: str) -> None:
     slow = {"delay_ms": 400}  # per token: the reply takes seconds after its first delta
     async with AsyncClient(database_url) as client:

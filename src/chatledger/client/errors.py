@@ -47,7 +47,8 @@ def error_for(
     if status == 422:
         field = details.get("field") or _first_field(details) or ""
         error = InvalidInput(str(field), message)
-        error.message = message
+        # The server's message already names the field.
+        error.message, error.args = message, (message,)
         return error
     if status == 413:
         return PayloadTooLarge(message, **details)
