@@ -159,6 +159,7 @@ async def test_rate_limited_fails_the_task_and_marks_the_message(
     assert task.error is not None
     assert (task.error["kind"], task.error["retryable"]) == ("rate_limited", True)
     assert "retry after 3 s" in task.error["message"]
+    assert task.error["retry_after"] == 3  # stored, for a client deciding when to retry
     message = await user_message(ledger, "q-429")
     assert message.status == "error" and message.error is not None
     assert message.error["kind"] == "rate_limited"

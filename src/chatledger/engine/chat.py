@@ -281,6 +281,8 @@ class ChatEngine:
                 return await _to_the_end(self._record_success(caller, plan, log, got))
         except ProviderError as exc:
             error = {"kind": exc.kind, "message": exc.message, "retryable": exc.retryable}
+            if "retry_after" in exc.details:  # the provider said when to try again
+                error["retry_after"] = exc.details["retry_after"]
             return await _to_the_end(self._record_failure(writer, caller, plan, log, got, error))
         except asyncio.CancelledError:
             error = {"kind": "cancelled", "message": "the reply was cancelled"}
