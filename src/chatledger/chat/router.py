@@ -31,7 +31,18 @@ from chatledger.server.deps import CallerDep, StateDep, WriterDep, acting_for
 router = APIRouter(tags=["chat"])
 
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
-_SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+# One event of the stream, as OpenAPI 3.2 describes items (and FastAPI its own SSE routes).
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+    "required": ["data"],
+}
+_SSE = {"text/event-stream": {"itemSchema": _SSE_EVENT}}
 STREAMED: dict[int | str, dict[str, Any]] = {
     200: {"description": "JSON (`stream: false`) or SSE events", "content": _SSE},
     502: {"model": errors.ErrorBody, "description": "the model call failed before its 1st token"},

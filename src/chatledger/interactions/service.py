@@ -68,7 +68,7 @@ async def record(
     task_id = checked_id(new.id, "id")
     user_message_id = checked_id(new.user_message_id, "user_message_id")
     assistant_message_id = checked_id(new.assistant_message_id, "assistant_message_id")
-    ended_at = _ended_at(new)
+    ended = ended_at(new)
     run, _ = await runs.ensure(
         session, caller, run_id, first_message=new.prompt, created_at=new.created_at
     )
@@ -115,7 +115,7 @@ async def record(
             cost_nano=new.cost_nano,
             ttft_ms=new.ttft_ms,
             total_ms=new.total_ms,
-            completed_at=ended_at,
+            completed_at=ended,
         ),
     )
     assistant_message, _ = await messages.append(
@@ -129,7 +129,7 @@ async def record(
             task_id=task.id,
             parent_id=user_message.id,
             metadata={**new.metadata, "model": model},
-            created_at=ended_at,
+            created_at=ended,
         ),
     )
     if assistant_message.task_id != task.id:  # an id the client used before
@@ -138,7 +138,7 @@ async def record(
     return Interaction(run, task, user_message, assistant_message), True
 
 
-def _ended_at(new: NewInteraction) -> datetime:
+def ended_at(new: NewInteraction) -> datetime:
     """When the exchange ended, which is the day its usage counts on."""
     if new.completed_at is not None:
         ended = new.completed_at

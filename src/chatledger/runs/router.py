@@ -38,7 +38,7 @@ async def _ensure(
     return read
 
 
-@router.post("", status_code=201, response_model=RunRead)
+@router.post("", status_code=201, response_model=RunRead, responses={200: {"model": RunRead}})
 async def create_run(
     body: RunCreate, db: DatabaseDep, caller: WriterDep, response: Response
 ) -> RunRead:
@@ -113,7 +113,12 @@ async def delete_run(run_id: str, db: DatabaseDep, caller: WriterDep) -> Respons
     return Response(status_code=204)
 
 
-@router.post("/{run_id}/messages", status_code=201, response_model=MessageRead)
+@router.post(
+    "/{run_id}/messages",
+    status_code=201,
+    response_model=MessageRead,
+    responses={200: {"model": MessageRead}},
+)
 async def append_message(
     run_id: str, body: MessageCreate, db: DatabaseDep, caller: WriterDep, response: Response
 ) -> MessageRead:

@@ -132,7 +132,9 @@ class ErrorBody(BaseModel):
 RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
+        (400, "a body that cannot be read (not UTF-8 JSON)"),
         (401, "no valid API key"),
+        (403, "the key may not do this (a viewer writing, user_id without a service key)"),
         (404, "not found (or not the caller's)"),
         (409, "conflicts with what is stored"),
         (413, "payload too large"),

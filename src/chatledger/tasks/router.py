@@ -29,7 +29,9 @@ TaskId = Annotated[str, Path(pattern=ID_PATTERN)]
 RunId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
-@router.post("/v1/tasks", status_code=201, response_model=TaskRead)
+@router.post(
+    "/v1/tasks", status_code=201, response_model=TaskRead, responses={200: {"model": TaskRead}}
+)
 async def create_task(
     body: TaskCreate, db: DatabaseDep, caller: WriterDep, response: Response
 ) -> TaskRead:
