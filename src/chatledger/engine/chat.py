@@ -57,19 +57,34 @@ logger = logging.getLogger(__name__)
 class Turn:
     """One reply in flight. Watch it with `events()`; `result()` waits for the record."""
 
-    def __init__(self, plan: TurnPlan, log: EventLog, job: asyncio.Task[TurnResult]) -> None:
+    def __init__(self, plan: TurnPlan, log: EventLog) -> None:
         self.plan = plan
         self.log = log
-        self._job = job
+        self._job: asyncio.Task[TurnResult] | None = None
+        # A cancelled job re-raises its cancellation (as asyncio expects), after it has
+        # recorded the turn: the record is kept here so `result()` can still answer it.
+        self.cancelled_as: TurnResult | None = None
 
     def events(self, after: int = 0) -> Any:
         return self.log.follow(after)
 
     async def result(self) -> TurnResult:
-        return await asyncio.shield(self._job)
+        """The recorded result, whatever the ending (a cancelled turn's included)."""
+        job = self._running()
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            if job.cancelled() and self.cancelled_as is not None:
+                return self.cancelled_as
+            raise  # the caller itself was cancelled, or the turn never began
 
     def cancel(self) -> None:
-        self._job.cancel()
+        self._running().cancel()
+
+    def _running(self) -> asyncio.Task[TurnResult]:
+        if self._job is None:
+            raise RuntimeError("the turn has not been launched")
+        return self._job
 
 
 class ChatEngine:
@@ -237,11 +252,12 @@ class ChatEngine:
         log = EventLog()
         log.emit("run", {"id": plan.run_id, "name": plan.run_name, "created": plan.run_created})
         log.emit("task", {"id": plan.task_id, "attempt": plan.attempt, "model": plan.model})
-        job = asyncio.create_task(self._reply(caller, plan, log), name=f"turn:{plan.task_id}")
+        turn = Turn(plan, log)
+        job = asyncio.create_task(self._reply(caller, turn), name=f"turn:{plan.task_id}")
+        turn._job = job
         self._live.add(job)
         job.add_done_callback(self._live.discard)
         job.add_done_callback(_report_crash)
-        turn = Turn(plan, log, job)
         key = (caller.project_id, plan.task_id)
         self._turns[key] = turn
         # Once done, the task's record is committed: late watchers read it from there.
@@ -253,7 +269,8 @@ class ChatEngine:
 
     # -- steps 2 and 3: the reply and its record ----------------------------------------
 
-    async def _reply(self, caller: Caller, plan: TurnPlan, log: EventLog) -> TurnResult:
+    async def _reply(self, caller: Caller, turn: Turn) -> TurnResult:
+        plan, log = turn.plan, turn.log
         writer = ProgressWriter(
             self.database,
             caller,
@@ -286,7 +303,9 @@ class ChatEngine:
             return await _to_the_end(self._record_failure(writer, caller, plan, log, got, error))
         except asyncio.CancelledError:
             error = {"kind": "cancelled", "message": "the reply was cancelled"}
-            await _to_the_end(self._record_failure(writer, caller, plan, log, got, error))
+            turn.cancelled_as = await _to_the_end(
+                self._record_failure(writer, caller, plan, log, got, error)
+            )
             raise
         except Exception as exc:
             error = {"kind": "internal", "message": f"{type(exc).__name__}: {exc}"}
