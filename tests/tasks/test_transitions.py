@@ -255,6 +255,16 @@ async def test_attempts_are_numbered_per_user_message(ledger: Ledger) -> None:
     assert fourth.attempt == 4
 
 
+async def test_concurrent_attempts_of_one_message_take_distinct_numbers(ledger: Ledger) -> None:
+    await create(ledger, "first", "r1", user_message_id="m1")
+
+    results = await asyncio.gather(
+        *(create(ledger, f"retry-{i}", "r1", user_message_id="m1") for i in range(10))
+    )
+
+    assert sorted(task.attempt for task, _ in results) == list(range(2, 12))
+
+
 @pytest.mark.parametrize(
     ("task_id", "run_id", "model", "field"),
     [

@@ -100,6 +100,7 @@ async def create(session: AsyncSession, caller: Caller, new: NewTask) -> tuple[T
     run, _ = await runs.ensure(session, caller, new.run_id)
     attempt = 1
     if new.user_message_id is not None:
+        await _serialize_attempts(session, run.project_id, new.user_message_id)
         previous = await session.scalar(
             select(func.count())
             .select_from(Task)
@@ -238,6 +239,20 @@ async def finish(
     )
     await usage.count_task(session, ended)
     return ended, True
+
+
+async def _serialize_attempts(session: AsyncSession, project_id: str, message_id: str) -> None:
+    """Hold, until commit, the right to number this message's next attempt.
+
+    Attempts are counted, so two creates for one message must not count at once. SQLite
+    runs one write transaction at a time already; PostgreSQL (read committed) would let
+    both see the same count, so a transaction-scoped advisory lock on the message takes
+    turns (the message row itself may not exist yet: a turn creates its task first).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    key = func.hashtextextended(f"attempts:{project_id}:{message_id}", 0)
+    await session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def _replayed(task: Task, outcome: Outcome) -> Task:
