@@ -12,43 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from chatledger.cli.app import app
-
-
-@pytest.fixture
-def db_file(tmp_path: Path) -> Path:
-    return tmp_path / "cli" / "ledger.db"
-
-
-@pytest.fixture
-def cli(db_file: Path) -> Any:
-    runner = CliRunner()
-    url = f"sqlite+aiosqlite:///{db_file}"
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, ["--db", url, *args], env={"COLUMNS": "200"})
-
-    return invoke
-
-
-def query(db_file: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db_file) as connection:
-        return connection.execute(sql, params).fetchall()
-
-
-def ok(result: Result) -> str:
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.stdout
-
-
-def failed(result: Result) -> str:
-    """The command exited 1 on purpose (typer.Exit), with no traceback."""
-    assert result.exit_code == 1, (result.output, result.exception)
-    assert isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    return result.output
+from tests.cli.results import failed, ok, query
 
 
 def test_chat_prints_the_reply_and_what_was_recorded(cli: Any, db_file: Path) -> None:

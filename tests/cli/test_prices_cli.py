@@ -5,29 +5,11 @@ naming the option, exit 1."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from chatledger.cli.app import app
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Any:
-    runner = CliRunner()
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, ["--db", url, *args], env={"COLUMNS": "200"})
-
-    return invoke
-
-
-def ok(result: Result) -> str:
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.stdout
+from tests.cli.results import ok
 
 
 def test_an_override_is_added_listed_quoted_and_removed(cli: Any) -> None:

@@ -6,47 +6,10 @@ one line and exit 1."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-import pytest
-from typer.testing import CliRunner, Result
-
-from chatledger.cli.app import app
-
-
-@pytest.fixture
-def db_file(tmp_path: Path) -> Path:
-    return tmp_path / "cli" / "ledger.db"
-
-
-@pytest.fixture
-def cli(db_file: Path) -> Any:
-    runner = CliRunner()
-    url = f"sqlite+aiosqlite:///{db_file}"
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, ["--db", url, *args], env={"COLUMNS": "200"})
-
-    return invoke
-
-
-def ok(result: Result) -> str:
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.stdout
-
-
-def failed(result: Result) -> str:
-    assert result.exit_code == 1, (result.output, result.exception)
-    assert isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    return result.output
-
-
-def query(db_file: Path, sql: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db_file) as connection:
-        return connection.execute(sql).fetchall()
+from tests.cli.results import failed, ok, query
 
 
 def test_vars_set_get_list_rm(cli: Any) -> None:
