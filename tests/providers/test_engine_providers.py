@@ -69,6 +69,16 @@ async def outcome(turn: Turn) -> TurnResult | BaseException:
     return ended
 
 
+async def cancel_once_held(turn: Turn, server: FakeServer, after: str) -> None:
+    """Cancel the turn while the server holds its stream, once the delta `after` came."""
+    await asyncio.wait_for(server.holding.wait(), 10)
+    async for event in turn.events():
+        if event.kind == "delta" and event.data["text"] == after:
+            break
+    turn.cancel()
+    await outcome(turn)
+
+
 async def user_message(ledger: Ledger, message_id: str) -> Message:
     async with ledger.database.reading() as session:
         found = await session.scalar(select(Message).where(Message.id == message_id))
@@ -200,12 +210,7 @@ async def test_cancel_mid_stream_keeps_the_partial_text_and_closes_the_stream(
     fake_openai.queue(Answer([*openai_deltas("Once", " upon"), HOLD, OPENAI_DONE]))
 
     turn = await ledger.chat("tell me a story", model="openai/gpt-4o", message_id="q-c")
-    await asyncio.wait_for(fake_openai.holding.wait(), 10)
-    async for event in turn.events():
-        if event.kind == "delta" and event.data["text"] == " upon":
-            break
-    turn.cancel()
-    await outcome(turn)
+    await cancel_once_held(turn, fake_openai, after=" upon")
 
     task = await ledger.get_task(turn.plan.task_id)
     assert task.status == "cancelled" and task.response_text == "Once upon"
@@ -272,12 +277,7 @@ async def test_a_cancelled_anthropic_reply_keeps_the_usage_it_was_told(
     )
 
     turn = await ledger.chat("story", model="anthropic/claude-haiku-4-5")
-    await asyncio.wait_for(fake_anthropic.holding.wait(), 10)
-    async for event in turn.events():
-        if event.kind == "delta" and event.data["text"] == " upon":
-            break
-    turn.cancel()
-    await outcome(turn)
+    await cancel_once_held(turn, fake_anthropic, after=" upon")
 
     task = await ledger.get_task(turn.plan.task_id)
     assert (task.status, task.response_text) == ("cancelled", "Once upon")
