@@ -93,8 +93,11 @@ def run_tables(detail: RunDetail) -> list[Table]:
     conversation = Table("#", "role", "status", "content", title="messages")
     for message in detail.messages:
         conversation.add_row(str(message.seq), message.role, message.status, message.content)
-    calls = Table("try", "status", "model", "in", "out", "cost", "ttft", "total", title="tasks")
-    calls.add_column("task", no_wrap=True)
+    calls = Table(title="tasks")
+    for name in ("try", "status", "model", "in", "out", "cost", "ttft", "total"):
+        calls.add_column(name, no_wrap=True)
+    # The long id gives way (folded) so the figures stay readable on an 80-column terminal.
+    calls.add_column("task", overflow="fold")
     for task in detail.tasks:
         calls.add_row(
             str(task.attempt),
