@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from chatledger import providers
 from chatledger.config import Settings
 from chatledger.db.engine import Database
 from chatledger.db.migrate import upgrade
@@ -38,7 +37,6 @@ class Ledger:
         self.settings = settings or Settings(**overrides)
         self.database = Database(self.settings.database_url)
         self.caller = Caller(self.settings.local_project, self.settings.local_user)
-        providers.configure(self.settings)  # the model providers these settings configure
         self.engine = ChatEngine(self.database, self.settings)
 
     async def open(self) -> Ledger:
@@ -50,7 +48,6 @@ class Ledger:
 
     async def close(self) -> None:
         await self.engine.shutdown()
-        await providers.aclose()
         await self.database.dispose()
 
     async def __aenter__(self) -> Ledger:

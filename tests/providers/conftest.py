@@ -1,6 +1,6 @@
 """Fixtures for the provider tests: fake OpenAI and Anthropic servers (real HTTP, real
-SDKs pointed at them), adapters configured for them, and a registry put back as it was
-after each test (configuring it is process-wide)."""
+SDKs pointed at them), adapters configured for them, and the default provider
+configuration put back as it was after each test (`configure` sets it process-wide)."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ def restore_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # A developer's own keys must not leak into what these tests see as "not configured".
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
         monkeypatch.delenv(name, raising=False)
-    configs, built = registry._CONFIGS, registry._BUILT
+    default = registry._default
     yield
-    registry._CONFIGS, registry._BUILT = configs, built
+    registry._default = default
 
 
 @pytest.fixture

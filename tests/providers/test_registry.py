@@ -5,10 +5,12 @@ validation error."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from chatledger import Settings
+from chatledger import Ledger, Settings
 from chatledger.errors import InvalidInput
 from chatledger.providers import EchoProvider, configure, describe, known_providers, resolve
 from chatledger.providers.anthropic import AnthropicProvider
@@ -55,6 +57,31 @@ def test_a_base_url_alone_configures_openai_for_a_local_server() -> None:
     assert isinstance(provider, OpenAIProvider) and model == "llama3.2"
     assert provider.config.base_url == "http://localhost:11434/v1"
     assert provider.config.api_key is None
+
+
+def test_two_ledgers_in_one_process_keep_their_own_providers(tmp_path: Path) -> None:
+    # An app and a script (or two apps) in one process, each with its own settings.
+    first, second = (
+        Ledger(
+            provider_settings(
+                database_url=f"sqlite+aiosqlite:///{tmp_path / name}.db",
+                openai_base_url=f"http://{name}.test/v1",
+            )
+        )
+        for name in ("first", "second")
+    )
+
+    mine, _ = first.engine.providers.resolve("openai/gpt-4o")
+    theirs, _ = second.engine.providers.resolve("openai/gpt-4o")
+
+    assert isinstance(mine, OpenAIProvider) and isinstance(theirs, OpenAIProvider)
+    assert (mine.config.base_url, theirs.config.base_url) == (
+        "http://first.test/v1",
+        "http://second.test/v1",
+    )
+    with pytest.raises(InvalidInput, match="not configured"):
+        unconfigured = provider_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db")
+        Ledger(unconfigured).engine.providers.resolve("openai/gpt-4o")
 
 
 def test_named_compatible_servers_route_by_their_name() -> None:

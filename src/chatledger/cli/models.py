@@ -26,8 +26,7 @@ def models(ctx: typer.Context, json: JsonFlag = False) -> None:
     except ValidationError as exc:
         errors.print(f"[red]error:[/red] invalid settings: {exc}")
         raise typer.Exit(1) from None
-    providers.configure(settings)
-    infos = providers.describe()
+    infos = providers.Providers(settings).describe()
     if json:
         body = {"default_model": settings.default_model, "providers": [asdict(i) for i in infos]}
         console.print_json(as_json(body))

@@ -40,9 +40,9 @@ from chatledger.providers import (
     ChatMessage,
     Delta,
     ModelRequest,
+    Providers,
     StreamEvent,
     UsageSoFar,
-    resolve,
 )
 from chatledger.runs import service as runs
 from chatledger.runs.models import Run
@@ -88,9 +88,13 @@ class Turn:
 
 
 class ChatEngine:
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(
+        self, database: Database, settings: Settings, providers: Providers | None = None
+    ) -> None:
         self.database = database
         self.settings = settings
+        # This engine's model providers, configured by its own settings.
+        self.providers = providers or Providers(settings)
         self._live: set[asyncio.Task[TurnResult]] = set()
         # The turns in flight in this process, by (project, task id), so that a client
         # that lost its stream can follow the reply again (`GET /v1/tasks/{id}/stream`).
@@ -139,10 +143,12 @@ class ChatEngine:
         return self._turns.get((project_id, task_id))
 
     async def shutdown(self) -> None:
-        """Cancel the replies in flight; each records itself as cancelled."""
+        """Cancel the replies in flight (each records itself as cancelled), then close
+        the providers' connections."""
         for job in list(self._live):
             job.cancel()
         await asyncio.gather(*self._live, return_exceptions=True)
+        await self.providers.aclose()
 
     # -- step 1: before the model is called ---------------------------------------------
 
@@ -151,7 +157,7 @@ class ChatEngine:
         # before anything is written. See prompts/chat.py for how runs keep it.
         prompt = await prompt_chat.for_chat(session, caller, req.prompt, req.variables, req.run_id)
         model_string = req.model or prompt_chat.model_of(prompt) or self.settings.default_model
-        resolve(model_string)  # an unknown model is a 422 before anything is written
+        self.providers.resolve(model_string)  # an unknown model is a 422 before anything is written
         run, run_created = await runs.ensure(
             session,
             caller,
@@ -197,7 +203,7 @@ class ChatEngine:
         self, session: AsyncSession, caller: Caller, run: Run, req: ChatRequest, message_id: str
     ) -> Task:
         model_string = req.model or run.settings.get("model") or self.settings.default_model
-        provider, model = resolve(model_string)
+        provider, model = self.providers.resolve(model_string)
         settings = {**run.settings, **req.settings}
         settings.pop("model", None)
         provider.check_settings(settings)
@@ -228,7 +234,7 @@ class ChatEngine:
         task: Task,
         message_id: str,
     ) -> TurnPlan:
-        provider, model = resolve(task.request["model"])
+        provider, model = self.providers.resolve(task.request["model"])
         history = [
             ChatMessage(m.role, m.content)
             for m in await messages.list_messages(session, caller, run.id)

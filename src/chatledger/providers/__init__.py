@@ -1,6 +1,6 @@
-"""Model adapters behind one interface: `resolve("provider/model")` gives the provider to
-stream from. `echo` (offline, free, deterministic) is built in; `openai` (and any
-OpenAI-compatible server) and `anthropic` are configured from settings (`configure`);
+"""Model adapters behind one interface: `Providers(settings).resolve("provider/model")`
+gives the provider to stream from. `echo` (offline, free, deterministic) is built in;
+`openai` (and any OpenAI-compatible server) and `anthropic` are configured from settings;
 test doubles `register` themselves.
 """
 
@@ -18,6 +18,7 @@ from chatledger.providers.config import ProviderConfig
 from chatledger.providers.echo import EchoProvider, EchoSettings
 from chatledger.providers.registry import (
     ProviderInfo,
+    Providers,
     aclose,
     configure,
     describe,
@@ -37,6 +38,7 @@ __all__ = [
     "Provider",
     "ProviderConfig",
     "ProviderInfo",
+    "Providers",
     "StreamEvent",
     "UsageSoFar",
     "aclose",

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from chatledger import providers
 from chatledger.batch.router import router as batch_router
 from chatledger.chat.router import router as chat_router
 from chatledger.config import Settings
@@ -59,7 +58,6 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     database = database or Database(settings.database_url)
-    providers.configure(settings)  # the model providers these settings configure
     state = AppState(settings, database, ChatEngine(database, settings), no_auth=no_auth)
 
     @contextlib.asynccontextmanager
@@ -77,7 +75,6 @@ def create_app(
         finally:
             sweeper.cancel()
             await state.engine.shutdown()
-            await providers.aclose()
             await database.dispose()
 
     app = FastAPI(
