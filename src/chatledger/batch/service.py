@@ -5,6 +5,8 @@ Each item runs in a savepoint of the request's one transaction: an item that is
 refused (bad input, a conflict) is rolled back alone and reported `rejected` with its
 reason; an item already stored is `duplicate` and changes nothing. Usage is counted only
 by a task's single terminal transition, so re-uploading history changes no totals.
+Consecutive interaction items, the bulk of a sync, are stored together when they are new
+(batch/interactions.py), with the same verdicts as one at a time.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatledger.batch import interactions as interaction_items
+from chatledger.batch.interactions import Entry, new_interaction
 from chatledger.batch.schemas import (
     InteractionItem,
     Item,
@@ -39,24 +43,54 @@ _ITEM = TypeAdapter[Item](Item)
 async def ingest(
     session: AsyncSession, caller: Caller, raw_items: list[dict[str, Any]]
 ) -> list[ItemResult]:
-    results = []
+    results: dict[int, ItemResult] = {}
+    group: list[Entry] = []  # consecutive interaction items, stored together
+
+    async def one(entry: Entry) -> ItemResult:
+        return await _store_one(session, caller, entry.index, entry.raw, entry.item)
+
+    async def store_group() -> None:
+        results.update(
+            await interaction_items.store_group(session, caller, group, one, _rejected_entry)
+        )
+        group.clear()
+
     for index, raw in enumerate(raw_items):
-        kind, item_id = raw.get("kind"), raw.get("id")
         try:
             item = _ITEM.validate_python(raw)
         except ValidationError as exc:
-            results.append(_rejected(index, kind, item_id, _validation_error(exc)))
+            results[index] = _rejected(
+                index, raw.get("kind"), raw.get("id"), _validation_error(exc)
+            )
             continue
-        try:
-            async with session.begin_nested():
-                created = await _store(session, acting_for(caller, item.user_id), item)
-        except ChatledgerError as exc:
-            error = {"code": exc.code, "message": exc.message, "details": exc.details}
-            results.append(_rejected(index, kind, item_id, error))
+        if isinstance(item, InteractionItem):
+            group.append(Entry(index, raw, item))
             continue
-        status = "created" if created else "duplicate"
-        results.append(ItemResult(index=index, kind=kind, id=_id_of(item), status=status))
-    return results
+        await store_group()
+        results[index] = await _store_one(session, caller, index, raw, item)
+    await store_group()
+    return [results[index] for index in range(len(raw_items))]
+
+
+async def _store_one(
+    session: AsyncSession, caller: Caller, index: int, raw: dict[str, Any], item: Item
+) -> ItemResult:
+    """Store one item in a savepoint of its own: if it is refused, it alone is undone."""
+    try:
+        async with session.begin_nested():
+            created = await _store(session, acting_for(caller, item.user_id), item)
+    except ChatledgerError as exc:
+        return _rejected(index, raw.get("kind"), raw.get("id"), _error(exc))
+    status = "created" if created else "duplicate"
+    return ItemResult(index=index, kind=item.kind, id=_id_of(item), status=status)
+
+
+def _error(exc: ChatledgerError) -> dict[str, Any]:
+    return {"code": exc.code, "message": exc.message, "details": exc.details}
+
+
+def _rejected_entry(entry: Entry, exc: ChatledgerError) -> ItemResult:
+    return _rejected(entry.index, entry.raw.get("kind"), entry.raw.get("id"), _error(exc))
 
 
 async def _store(session: AsyncSession, caller: Caller, item: Item) -> bool:
@@ -82,13 +116,7 @@ async def _store(session: AsyncSession, caller: Caller, item: Item) -> bool:
     if isinstance(item, TaskItem):
         return await _store_task(session, caller, item)
     if isinstance(item, InteractionItem):
-        new = interactions.NewInteraction(
-            **item.model_dump(
-                exclude={"kind", "run_id", "user_id", "usage", "cost_usd"},
-            ),
-            usage=item.usage.tokens(),
-            cost_nano=cost_nano(item.cost_usd),
-        )
+        new = new_interaction(item)
         _, created = await interactions.record(session, caller, item.run_id, new)
         return created
     saved = await traces.store(

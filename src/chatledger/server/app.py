@@ -8,7 +8,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from chatledger.batch.router import router as batch_router
 from chatledger.chat.router import router as chat_router
@@ -20,7 +20,7 @@ from chatledger.interactions.router import router as interactions_router
 from chatledger.prices.router import router as prices_router
 from chatledger.prompts.router import router as prompts_router
 from chatledger.runs.router import router as runs_router
-from chatledger.server import errors, health
+from chatledger.server import errors, health, storable
 from chatledger.server.deps import AppState
 from chatledger.server.limits import BodyLimit
 from chatledger.tasks.router import router as tasks_router
@@ -82,6 +82,8 @@ def create_app(
         version="1",
         summary="The persistence and accounting layer for AI chat and agent applications.",
         lifespan=lifespan,
+        # Before every route: what neither database can store is a 422, never a 500.
+        dependencies=[Depends(storable.refuse_unstorable)],
     )
     app.state.chatledger = state
     app.state.metrics = health.Metrics()
