@@ -1,0 +1,110 @@
+"""The interaction items of a batch, which is most of what an offline sync uploads: the
+fresh ones stored together (`interactions.bulk`), the others one at a time, with the
+verdict for each item that storing them one by one, in order, would give.
+
+A run of consecutive interaction items is a group. Its items whose task is stored
+already are replays: they write nothing, so they are answered after the rest. An item
+that is neither fresh nor a replay (it reuses an id, or answers a user message stored
+earlier) is recorded alone, at its place: the fresh items before it are stored first,
+so positions in a run stay in upload order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatledger.batch.schemas import InteractionItem, ItemResult
+from chatledger.errors import ChatledgerError
+from chatledger.interactions import bulk
+from chatledger.interactions import service as interactions
+from chatledger.server.deps import acting_for
+from chatledger.tasks.schemas import cost_nano
+from chatledger.tenants.caller import Caller
+
+
+@dataclass(frozen=True)
+class Entry:
+    index: int
+    raw: dict[str, Any]
+    item: InteractionItem
+
+
+# Stores one item on its own, in a savepoint, and answers its verdict.
+StoreOne = Callable[[Entry], Awaitable[ItemResult]]
+Rejected = Callable[[Entry, ChatledgerError], ItemResult]
+
+
+def new_interaction(item: InteractionItem) -> interactions.NewInteraction:
+    return interactions.NewInteraction(
+        **item.model_dump(exclude={"kind", "run_id", "user_id", "usage", "cost_usd"}),
+        usage=item.usage.tokens(),
+        cost_nano=cost_nano(item.cost_usd),
+    )
+
+
+async def store_group(
+    session: AsyncSession,
+    caller: Caller,
+    group: list[Entry],
+    one: StoreOne,
+    rejected: Rejected,
+) -> dict[int, ItemResult]:
+    """The verdicts of a group of interaction items, by item index."""
+    results: dict[int, ItemResult] = {}
+    ready: list[tuple[Entry, bulk.Pending]] = []
+    for entry in group:
+        actor = acting_for(caller, entry.item.user_id)
+        try:
+            pending = bulk.prepare(actor, entry.item.run_id, new_interaction(entry.item))
+        except ChatledgerError as exc:
+            results[entry.index] = rejected(entry, exc)
+            continue
+        ready.append((entry, pending))
+    if not ready:
+        return results
+    known = await bulk.lookup(session, caller.project_id, [p for _, p in ready])
+    claimed: set[str] = set()  # ids the group's earlier items use
+    owners = dict(known.run_owners)
+    block: list[tuple[Entry, bulk.Pending]] = []
+    replays: list[Entry] = []
+    for entry, pending in ready:
+        if pending.task_id in known.tasks:
+            replays.append(entry)
+            continue
+        actor, owner = pending.caller, owners.setdefault(pending.run_id, pending.caller.user_id)
+        visible = actor.sees_all or owner == actor.user_id
+        if visible and known.is_fresh(pending) and claimed.isdisjoint(pending.ids):
+            block.append((entry, pending))
+        else:
+            results |= await _store_block(session, block, one)
+            block = []
+            results[entry.index] = await one(entry)
+        claimed.update(pending.ids)
+    results |= await _store_block(session, block, one)
+    for entry in replays:
+        results[entry.index] = await one(entry)
+    return results
+
+
+async def _store_block(
+    session: AsyncSession, block: list[tuple[Entry, bulk.Pending]], one: StoreOne
+) -> dict[int, ItemResult]:
+    if not block:
+        return {}
+    try:
+        async with session.begin_nested():
+            await bulk.store(session, [pending for _, pending in block])
+    except (bulk.NotFresh, IntegrityError):
+        # Rolled back: the database knew better than the lookup. One at a time, then.
+        return {entry.index: await one(entry) for entry, _ in block}
+    return {
+        entry.index: ItemResult(
+            index=entry.index, kind="interaction", id=entry.item.id, status="created"
+        )
+        for entry, _ in block
+    }

@@ -1,0 +1,364 @@
+"""Recording many finished exchanges at once (batch ingest, offline sync): the rows that
+`service.record` makes for one interaction, made for a whole group in a fixed handful of
+statements instead of some twenty per interaction. The group's runs are ensured and
+locked, its tasks inserted already completed, its messages inserted, and each run's
+aggregates and each day's usage moved once by the group's sums, all in the caller's
+transaction.
+
+Only *fresh* interactions come here: `lookup` tells the caller which ids are already
+stored, and an interaction whose task or message ids are taken (a replay, an id sent
+twice, a user message stored earlier) is recorded by `service.record` instead. A fresh
+interaction's usage is counted with the insert of its completed task, which the primary
+key lets happen once only. Should the database disagree with what `lookup` saw (another
+transaction stored an id meanwhile) or a run turn out to be another user's, `store`
+raises (`IntegrityError`, `NotFresh`) and the caller rolls the group back and records it
+one interaction at a time: the outcome is always what `record` would have made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatledger.db.base import Base
+from chatledger.db.types import utcnow
+from chatledger.ids import checked_id
+from chatledger.interactions import bulk_statements as statements
+from chatledger.interactions.service import SERVICE, NewInteraction, ended_at
+from chatledger.messages.models import Message
+from chatledger.prices import service as prices
+from chatledger.runs.models import Run
+from chatledger.runs.service import PREVIEW_LENGTH, name_from_message
+from chatledger.tasks.models import Task
+from chatledger.tasks.schemas import provider_and_model
+from chatledger.tenants.caller import Caller
+from chatledger.usage.models import UsageDaily
+from chatledger.usage.service import COUNTERS
+
+
+class NotFresh(Exception):
+    """The group cannot be stored in bulk after all; record it one at a time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An interaction checked as `record` checks it before writing, its ids settled."""
+
+    caller: Caller
+    run_id: str
+    new: NewInteraction
+    provider: str
+    model: str
+    task_id: str
+    user_message_id: str
+    assistant_message_id: str
+    ended_at: datetime
+
+    @property
+    def ids(self) -> tuple[str, str, str]:
+        return (self.task_id, self.user_message_id, self.assistant_message_id)
+
+
+def prepare(caller: Caller, run_id: str, new: NewInteraction) -> Pending:
+    """Raises what `record` raises for bad input, in the same order, before any write."""
+    provider, model = provider_and_model(new.model, new.provider)
+    return Pending(
+        caller=caller,
+        run_id=checked_id(run_id, "run_id"),
+        new=new,
+        provider=provider,
+        model=model,
+        task_id=checked_id(new.id, "id"),
+        user_message_id=checked_id(new.user_message_id, "user_message_id"),
+        assistant_message_id=checked_id(new.assistant_message_id, "assistant_message_id"),
+        ended_at=ended_at(new),
+    )
+
+
+@dataclass(frozen=True)
+class Known:
+    """What is already stored under the ids of a group."""
+
+    tasks: frozenset[str]
+    messages: frozenset[str]
+    # User message ids that stored tasks answer (a new task for one is a further attempt).
+    answered: frozenset[str]
+    run_owners: dict[str, str]
+
+    def is_fresh(self, pending: Pending) -> bool:
+        task_id, user_message_id, assistant_message_id = pending.ids
+        return (
+            len(set(pending.ids)) == 3
+            and task_id not in self.tasks
+            and user_message_id not in self.messages
+            and assistant_message_id not in self.messages
+            and user_message_id not in self.answered
+        )
+
+
+async def lookup(session: AsyncSession, project_id: str, pendings: Sequence[Pending]) -> Known:
+    task_ids = [p.task_id for p in pendings]
+    message_ids = [i for p in pendings for i in (p.user_message_id, p.assistant_message_id)]
+    user_message_ids = [p.user_message_id for p in pendings]
+    run_ids = sorted({p.run_id for p in pendings})
+    owners: dict[str, str] = {}
+    for start in range(0, len(run_ids), statements.CHUNK):
+        chunk = run_ids[start : start + statements.CHUNK]
+        found = await session.execute(
+            select(Run.id, Run.user_id).where(Run.project_id == project_id, Run.id.in_(chunk))
+        )
+        owners.update((run_id, user_id) for run_id, user_id in found)
+    return Known(
+        tasks=await statements.present(session, Task.id, Task.project_id == project_id, task_ids),
+        messages=await statements.present(
+            session, Message.id, Message.project_id == project_id, message_ids
+        ),
+        answered=await statements.present(
+            session, Task.user_message_id, Task.project_id == project_id, user_message_ids
+        ),
+        run_owners=owners,
+    )
+
+
+@dataclass
+class _RunTotals:
+    """A run's aggregates as locked, moved in memory by the group, written back once."""
+
+    project_id: str
+    id: str
+    user_id: str
+    message_count: int
+    task_count: int
+    total_tokens: int
+    total_cost_nano: int
+    last_message_at: datetime | None
+    updated_at: datetime
+    last_message_preview: str | None = None
+    last_model: str | None = None
+    changed: dict[str, Any] = field(default_factory=dict)
+
+    def count_message(self, content: str, at: datetime) -> int:
+        """As `runs.count_message`: the message's position; times only move forward."""
+        self.message_count += 1
+        self.last_message_at = at if self.last_message_at is None else max(self.last_message_at, at)
+        self.last_message_preview = content[:PREVIEW_LENGTH]
+        self.updated_at = max(self.updated_at, at)
+        return self.message_count
+
+    def count_task(self, tokens: int, cost_nano: int | None, model: str, at: datetime) -> None:
+        """As `runs.add_task_usage` for a completed task."""
+        self.task_count += 1
+        self.total_tokens += tokens
+        self.total_cost_nano += cost_nano or 0
+        self.last_model = model
+        self.updated_at = max(self.updated_at, at)
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "project_id": self.project_id,
+            "id": self.id,
+            "message_count": self.message_count,
+            "task_count": self.task_count,
+            "total_tokens": self.total_tokens,
+            "total_cost_nano": self.total_cost_nano,
+            "last_message_at": self.last_message_at,
+            "last_message_preview": self.last_message_preview,
+            "last_model": self.last_model,
+            "updated_at": self.updated_at,
+        }
+
+
+async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
+    """Store fresh interactions (see the module docstring), in the caller's transaction."""
+    project_id = pendings[0].caller.project_id
+    now = utcnow()
+    runs = await _ensure_runs(session, project_id, pendings, now)
+    tasks: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    usage: dict[tuple[str, str, Any, str], dict[str, int]] = {}
+    for p in pendings:
+        run = runs[p.run_id]
+        if not (p.caller.sees_all or run.user_id == p.caller.user_id):
+            raise NotFresh(f"run {p.run_id!r} is another user's")
+        new, tokens = p.new, p.new.usage
+        cost_nano, price_source = new.cost_nano, "client"
+        if cost_nano is None:
+            price = await prices.price(session, project_id, p.provider, p.model, tokens, p.ended_at)
+            cost_nano, price_source = price.cost_nano, price.source
+        asked_at = new.created_at or now
+        tasks.append(
+            {
+                "project_id": project_id,
+                "id": p.task_id,
+                "run_id": run.id,
+                "user_id": run.user_id,
+                "user_message_id": p.user_message_id,
+                "attempt": 1,
+                "service": SERVICE,
+                "task_name": None,
+                "provider": p.provider,
+                "model": p.model,
+                "request": {"metadata": new.metadata},
+                "status": "completed",
+                "response_text": new.response,
+                "error": None,
+                "input_tokens": tokens.input_tokens,
+                "output_tokens": tokens.output_tokens,
+                "cached_tokens": tokens.cached_tokens,
+                "reasoning_tokens": tokens.reasoning_tokens,
+                "cache_write_tokens": tokens.cache_write_tokens,
+                "usage_estimated": tokens.estimated,
+                "cost_nano": cost_nano,
+                "price_source": price_source,
+                "ttft_ms": new.ttft_ms,
+                "total_ms": new.total_ms,
+                "created_at": asked_at,
+                "updated_at": p.ended_at,
+                "heartbeat_at": now,
+                "completed_at": p.ended_at,
+            }
+        )
+        messages.append(
+            _message(
+                p,
+                run,
+                "user",
+                new.prompt,
+                asked_at,
+                now,
+                {},
+                run.count_message(new.prompt, asked_at),
+            )
+        )
+        run.count_task(tokens.total, cost_nano, p.model, p.ended_at)
+        seq = run.count_message(new.response, p.ended_at)
+        metadata = {**new.metadata, "model": p.model}
+        messages.append(
+            _message(p, run, "assistant", new.response, p.ended_at, p.ended_at, metadata, seq)
+        )
+        day = p.ended_at.astimezone(UTC).date()
+        counters = usage.setdefault(
+            (project_id, run.user_id, day, p.model), dict.fromkeys(COUNTERS, 0)
+        )
+        counters["requests"] += 1
+        counters["input_tokens"] += tokens.input_tokens
+        counters["output_tokens"] += tokens.output_tokens
+        counters["cached_tokens"] += tokens.cached_tokens
+        counters["reasoning_tokens"] += tokens.reasoning_tokens
+        counters["cost_nano"] += cost_nano or 0
+    try:
+        await statements.insert_rows(session, _table(Task), tasks)
+        await statements.insert_rows(session, _table(Message), messages)
+    except statements.IdTaken as exc:
+        raise NotFresh(str(exc)) from exc
+    await session.execute(update(Run), [run.values() for run in runs.values()])
+    await _count_usage(session, usage)
+
+
+def _message(
+    p: Pending,
+    run: _RunTotals,
+    role: str,
+    content: str,
+    created_at: datetime,
+    updated_at: datetime,
+    metadata: dict[str, Any],
+    seq: int,
+) -> dict[str, Any]:
+    return {
+        "project_id": run.project_id,
+        "id": p.user_message_id if role == "user" else p.assistant_message_id,
+        "run_id": run.id,
+        "seq": seq,
+        "parent_id": None if role == "user" else p.user_message_id,
+        "role": role,
+        "content": content,
+        "status": "complete",
+        "error": None,
+        "task_id": p.task_id,
+        "metadata": metadata,
+        "created_at": created_at,
+        "updated_at": updated_at,
+    }
+
+
+async def _ensure_runs(
+    session: AsyncSession, project_id: str, pendings: Sequence[Pending], now: datetime
+) -> dict[str, _RunTotals]:
+    """The group's runs, created if absent (as the first interaction naming each would
+    create it) and locked, in id order so that concurrent groups cannot deadlock."""
+    first: dict[str, Pending] = {}
+    for p in pendings:
+        first.setdefault(p.run_id, p)
+    run_ids = sorted(first)
+    absent = [
+        {
+            "project_id": project_id,
+            "id": run_id,
+            "user_id": first[run_id].caller.user_id,
+            "name": name_from_message(first[run_id].new.prompt),
+            "name_source": "auto",
+            "settings": {},
+            "variable_values": {},
+            "metadata": {},
+            "task_count": 0,
+            "message_count": 0,
+            "total_tokens": 0,
+            "total_cost_nano": 0,
+            "created_at": first[run_id].new.created_at or now,
+            "updated_at": first[run_id].new.created_at or now,
+        }
+        for run_id in run_ids
+    ]
+    await session.execute(_dialect_insert(session, Run).on_conflict_do_nothing(), absent)
+    runs: dict[str, _RunTotals] = {}
+    for start in range(0, len(run_ids), statements.CHUNK):
+        chunk = run_ids[start : start + statements.CHUNK]
+        stmt = (
+            select(
+                Run.id,
+                Run.user_id,
+                Run.message_count,
+                Run.task_count,
+                Run.total_tokens,
+                Run.total_cost_nano,
+                Run.last_message_at,
+                Run.updated_at,
+            )
+            .where(Run.project_id == project_id, Run.id.in_(chunk))
+            .order_by(Run.id)
+            .with_for_update()
+        )
+        for row in await session.execute(stmt):
+            runs[row.id] = _RunTotals(project_id, *row)
+    return runs
+
+
+async def _count_usage(
+    session: AsyncSession, usage: dict[tuple[str, str, Any, str], dict[str, int]]
+) -> None:
+    """As `usage.count_task`, once per (project, user, day, model), in key order so that
+    concurrent groups take the rows' locks in the same order."""
+    key_names = ("project_id", "user_id", "day", "model")
+    rows = [dict(zip(key_names, key, strict=True)) | usage[key] for key in sorted(usage)]
+    stmt = _dialect_insert(session, UsageDaily)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(key_names),
+        set_={name: _table(UsageDaily).c[name] + stmt.excluded[name] for name in COUNTERS},
+    )
+    await session.execute(stmt, rows)
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _dialect_insert(session: AsyncSession, model: type[Base]) -> Any:
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return module.insert(_table(model))
