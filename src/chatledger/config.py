@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     default_model: str = "echo"
     # Larger request bodies answer 413 before they are read into memory.
     max_request_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    # Requests per API key (a token bucket per key and replica; 0 turns limits off):
+    # generous, to stop a runaway client rather than to meter a normal one.
+    rate_limit_per_minute: int = Field(6000, ge=0)
+    rate_limit_burst: int = Field(1000, gt=0)
     # Who the CLI and the embedded Ledger act as when no API key is involved.
     local_project: str = "local"
     local_user: str = "local"

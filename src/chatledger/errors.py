@@ -6,6 +6,7 @@
     ├── InvalidInput      a value is malformed; `field` names it
     ├── PayloadTooLarge   a body or batch is over the configured limit
     ├── Busy              the database could not take the write now; retry after a moment
+    ├── RateLimited       the API key sent more requests than its limit; retry after a wait
     └── ProviderError     the model call failed (timeout, refusal, injected failure…)
 
 The server maps each to one HTTP status in one place; nothing else decides statuses.
@@ -52,6 +53,14 @@ class Busy(ChatledgerError):
     code = "busy"
 
     def __init__(self, message: str = "database busy", retry_after: float = 1.0) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class RateLimited(ChatledgerError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message, retry_after=retry_after)
         self.retry_after = retry_after
 

@@ -1,6 +1,9 @@
 """`Ledger`: chatledger embedded in a Python process. It opens (and migrates) the
 database, acts as the configured local user, and offers the flows as methods. The CLI is
-built on it; the HTTP server uses the same services with a caller per request."""
+built on it; the HTTP server uses the same services with a caller per request.
+
+What is done for the local user runs behind the database's wall for them (db/walls.py);
+opening the database, `verify` and `sweep` are chatledger's own work and run without."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from chatledger.config import Settings
+from chatledger.db import walls
 from chatledger.db.engine import Database
 from chatledger.db.migrate import upgrade
 from chatledger.engine.chat import ChatEngine, Turn
@@ -65,29 +69,34 @@ class Ledger:
 
     async def chat(self, content: str, **request: Any) -> Turn:
         """Send a message and start the reply; watch `turn.events()`, await `turn.result()`."""
-        return await self.engine.start(self.caller, ChatRequest(content=content, **request))
+        with walls.acting_as(self.caller):  # the reply's task inherits the caller
+            return await self.engine.start(self.caller, ChatRequest(content=content, **request))
 
     async def retry(self, message_id: str, **request: Any) -> Turn:
         message_request = ChatRequest(content="", **request) if request else None
-        return await self.engine.retry(self.caller, message_id, message_request)
+        with walls.acting_as(self.caller):
+            return await self.engine.retry(self.caller, message_id, message_request)
 
     # -- reading -------------------------------------------------------------------------
 
     async def list_runs(self, limit: int = 50, query: str | None = None) -> list[Run]:
-        async with self.database.reading() as session:
-            return await runs.list_runs(session, self.caller, limit=limit, query=query)
+        with walls.acting_as(self.caller):
+            async with self.database.reading() as session:
+                return await runs.list_runs(session, self.caller, limit=limit, query=query)
 
     async def get_run(self, run_id: str) -> RunDetail:
-        async with self.database.reading() as session:
-            return RunDetail(
-                run=await runs.get(session, self.caller, run_id),
-                messages=await messages.list_messages(session, self.caller, run_id),
-                tasks=await tasks.list_for_run(session, self.caller, run_id),
-            )
+        with walls.acting_as(self.caller):
+            async with self.database.reading() as session:
+                return RunDetail(
+                    run=await runs.get(session, self.caller, run_id),
+                    messages=await messages.list_messages(session, self.caller, run_id),
+                    tasks=await tasks.list_for_run(session, self.caller, run_id),
+                )
 
     async def get_task(self, task_id: str) -> Task:
-        async with self.database.reading() as session:
-            return await tasks.get(session, self.caller, task_id)
+        with walls.acting_as(self.caller):
+            async with self.database.reading() as session:
+                return await tasks.get(session, self.caller, task_id)
 
     # -- upkeep --------------------------------------------------------------------------
 

@@ -8,6 +8,9 @@ locked": reads use deferred transactions on their own pool, and write transactio
 serialised in-process by a lock and open with `BEGIN IMMEDIATE`, which takes the write
 lock up front (waiting up to busy_timeout for another process) instead of failing when a
 read transaction later tries to upgrade itself to a write.
+
+On PostgreSQL a transaction opened while a caller is bound (`walls.acting_as`) starts
+behind that caller's row-level security wall (see walls.py).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util.concurrency import in_greenlet
 
+from chatledger.db import walls
 from chatledger.errors import Busy
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -61,6 +66,18 @@ def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql(begin)
 
+    @event.listens_for(engine.sync_engine, "invalidate")
+    def _on_invalidate(dbapi_connection: Any, _record: Any, _exc: Any) -> None:
+        # A caller cancelled mid-statement (a timeout around an in-process request) gets
+        # its connection invalidated and closed. Closed with that statement still open,
+        # SQLite keeps the connection alive, and its write transaction with it, until
+        # the garbage collector finalises the statement: every writer waits meanwhile,
+        # then fails "database is locked". So end the transaction before it is closed.
+        if not in_greenlet():  # garbage collection: nothing can be awaited here
+            return
+        with contextlib.suppress(Exception):
+            dbapi_connection.rollback()
+
     return engine
 
 
@@ -92,6 +109,7 @@ class Database:
         async with self._serialised():
             try:
                 async with self._writer() as session, session.begin():
+                    await self._enter_walls(session)
                     yield session
             except OperationalError as exc:
                 if _is_busy(exc):
@@ -102,7 +120,12 @@ class Database:
     async def reading(self) -> AsyncIterator[AsyncSession]:
         """A read-only session; never holds the SQLite write lock."""
         async with self._reader() as session, session.begin():
+            await self._enter_walls(session)
             yield session
+
+    async def _enter_walls(self, session: AsyncSession) -> None:
+        if not self.is_sqlite:
+            await walls.enter(session)
 
     @contextlib.asynccontextmanager
     async def _serialised(self) -> AsyncIterator[None]:

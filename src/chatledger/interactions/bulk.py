@@ -183,8 +183,9 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
     messages: list[dict[str, Any]] = []
     usage: dict[tuple[str, str, Any, str], dict[str, int]] = {}
     for p in pendings:
-        run = runs[p.run_id]
-        if not (p.caller.sees_all or run.user_id == p.caller.user_id):
+        run = runs.get(p.run_id)
+        # Missing: another user's run, which row-level security hides from a member.
+        if run is None or not (p.caller.sees_all or run.user_id == p.caller.user_id):
             raise NotFresh(f"run {p.run_id!r} is another user's")
         new, tokens = p.new, p.new.usage
         cost_nano, price_source = new.cost_nano, "client"

@@ -80,7 +80,9 @@ async def append(
         # where the run lock only orders appends to one run): give the count back.
         await _uncount(session, run.project_id, run.id)
         existing = await session.get(Message, (run.project_id, message_id))
-        assert existing is not None
+        if existing is None:
+            # The id is another user's row, hidden by row-level security (PostgreSQL).
+            raise Conflict(f"message {message_id!r} already exists", id=message_id)
         return _same_or_conflict(existing, run_id, new), False
     message = await session.get(Message, (run.project_id, message_id))
     assert message is not None

@@ -2,19 +2,28 @@
 
 A route owns its transaction (`async with db.transaction()`), so that a write is
 committed before its response is sent: an acknowledged write is a stored write.
+
+The caller dependency also puts the request behind both walls around the data: each
+request spends one token of its key's rate limit (server/ratelimit.py), and every
+transaction the request opens, or the reply it starts, runs as that caller under the
+database's row-level security on PostgreSQL (db/walls.py). Keys are looked up on every
+request, never cached, so a revoked key stops at once on every replica.
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
 from chatledger.config import Settings
+from chatledger.db import walls
 from chatledger.db.engine import Database
 from chatledger.engine.chat import ChatEngine
+from chatledger.server.ratelimit import RateLimiter
 from chatledger.tenants import keys
 from chatledger.tenants import service as tenants
 from chatledger.tenants.caller import Caller
@@ -27,6 +36,12 @@ class AppState:
     engine: ChatEngine
     # `chatledger serve --no-auth`: every request is the local user (loopback only).
     no_auth: bool = False
+    rate_limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rate_limiter = RateLimiter(
+            self.settings.rate_limit_per_minute, self.settings.rate_limit_burst
+        )
 
 
 def app_state(request: Request) -> AppState:
@@ -57,7 +72,14 @@ def _bearer(authorization: str | None) -> str:
 
 async def current_caller(
     state: StateDep, authorization: Annotated[str | None, Header()] = None
-) -> Caller:
+) -> AsyncIterator[Caller]:
+    """The caller; the request's transactions are theirs until the response is sent."""
+    caller = await _authenticated(state, authorization)
+    with walls.acting_as(caller):
+        yield caller
+
+
+async def _authenticated(state: AppState, authorization: str | None) -> Caller:
     if state.no_auth:
         return Caller(state.settings.local_project, state.settings.local_user, sees_all=True)
     secret = _bearer(authorization)
@@ -72,6 +94,7 @@ async def current_caller(
             )
     if key is None or role is None:
         raise HTTPException(401, "unknown or revoked API key", {"WWW-Authenticate": "Bearer"})
+    state.rate_limiter.take(key.id)  # before the write below: a throttled request costs none
     if keys.needs_touch(key):
         async with state.database.transaction() as session:
             await keys.touch(session, key.id)
@@ -106,6 +129,10 @@ def acting_for(caller: Caller, user_id: str | None) -> Caller:
     return caller.for_user(user_id)
 
 
+# The admin key has a bucket of its own, never a user key's (key ids are UUIDs).
+ADMIN_BUCKET = "admin"
+
+
 async def admin(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> None:
     expected = state.settings.admin_key
     if state.no_auth:
@@ -114,6 +141,7 @@ async def admin(state: StateDep, authorization: Annotated[str | None, Header()] 
         raise HTTPException(403, "admin routes are off: set CHATLEDGER_ADMIN_KEY")
     if not hmac.compare_digest(_bearer(authorization), expected):
         raise HTTPException(401, "the admin key is required", {"WWW-Authenticate": "Bearer"})
+    state.rate_limiter.take(ADMIN_BUCKET)
 
 
 AdminDep = Depends(admin)

@@ -5,6 +5,7 @@
     Conflict, IntegrityError          → 409
     PayloadTooLarge                   → 413
     Busy                              → 503 with Retry-After
+    RateLimited                       → 429 with Retry-After
     ProviderError                     → 502
 Anything else is a bug and answers 500 with no internals.
 """
@@ -29,6 +30,7 @@ from chatledger.errors import (
     NotFound,
     PayloadTooLarge,
     ProviderError,
+    RateLimited,
 )
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ STATUS: dict[type[ChatledgerError], int] = {
     Conflict: 409,
     PayloadTooLarge: 413,
     Busy: 503,
+    RateLimited: 429,
     ProviderError: 502,
 }
 
@@ -69,7 +72,9 @@ def status_of(exc: ChatledgerError) -> int:
 async def _chatledger_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ChatledgerError)
     headers = (
-        {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, Busy) else None
+        {"Retry-After": str(max(1, round(exc.retry_after)))}
+        if isinstance(exc, Busy | RateLimited)
+        else None
     )
     return JSONResponse(
         error_body(exc.code, exc.message, exc.details), status_of(exc), headers=headers
@@ -139,6 +144,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "conflicts with what is stored"),
         (413, "payload too large"),
         (422, "invalid input; details name the field"),
+        (429, "too many requests with this key; retry after Retry-After seconds"),
         (503, "database busy; retry after Retry-After seconds"),
     )
 }

@@ -1,0 +1,87 @@
+"""The second tenant wall, under the query layer: on PostgreSQL a transaction opened for
+a caller runs as the role `chatledger_caller`, whose row-level security policies
+(migration 0006) let it see only the caller's project, and in it only the caller's own
+rows unless the caller sees the whole project. A query that forgets its `WHERE
+project_id = …` then still finds nothing of anyone else's.
+
+Who the caller is travels with the code that serves them: `acting_as(caller)` binds it
+for the current asyncio context (a request, a Ledger call), and asyncio tasks started
+inside inherit it, so the reply a request launches writes under the same wall.
+Transactions opened with no caller bound (migrations, the sweeper, admin routes, the
+authentication lookup, `verify`) are chatledger's own work and run as the connecting
+user, which owns the tables and so is not subject to their policies.
+
+SQLite has no roles: there the query layer is the only wall.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Protocol
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+CALLER_ROLE = "chatledger_caller"
+
+
+class Scope(Protocol):
+    """What the policies need to know of a caller (`tenants.caller.Caller` has it)."""
+
+    @property
+    def project_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def sees_all(self) -> bool: ...
+    @property
+    def key_kind(self) -> str: ...
+
+
+_bound: ContextVar[Scope | None] = ContextVar("chatledger_caller", default=None)
+
+# One statement, one round trip: the role and the caller, all local to the transaction
+# (`true`), so they end with it and a pooled connection never carries them to the next.
+# set_config('role', …) is SET LOCAL ROLE in a form that takes parameters.
+_ENTER = text(
+    "SELECT set_config('role', :role, true),"
+    " set_config('chatledger.project_id', :project_id, true),"
+    " set_config('chatledger.user_id', :user_id, true),"
+    " set_config('chatledger.sees_all', :sees_all, true),"
+    " set_config('chatledger.key_kind', :key_kind, true)"
+)
+
+
+@contextlib.contextmanager
+def acting_as(scope: Scope) -> Iterator[None]:
+    """Transactions opened inside this block (and tasks started in it) are the caller's."""
+    token = _bound.set(scope)
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+def bound() -> Scope | None:
+    """The caller the current context acts for, if any."""
+    return _bound.get()
+
+
+async def enter(session: AsyncSession) -> None:
+    """Put the session's new transaction behind the wall of the bound caller, if any.
+    PostgreSQL only; the first statement of the transaction."""
+    scope = _bound.get()
+    if scope is None:
+        return
+    await session.execute(
+        _ENTER,
+        {
+            "role": CALLER_ROLE,
+            "project_id": scope.project_id,
+            "user_id": scope.user_id,
+            "sees_all": "on" if scope.sees_all else "off",
+            "key_kind": scope.key_kind,
+        },
+    )

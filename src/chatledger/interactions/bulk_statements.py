@@ -1,0 +1,104 @@
+"""The statements that bulk recording (`interactions.bulk`) sends, written per database
+where the database has a much faster way:
+
+- which of many ids are stored: on PostgreSQL a join against `unnest(ids)`, because a
+  long `IN (...)` list is a filter checked value by value on every row whenever the
+  planner has no statistics for the table yet (a fresh database's first sync), and
+  psycopg keeps that plan once it prepares the statement;
+- inserting many rows: `COPY` on PostgreSQL, several times faster than any INSERT;
+  executemany on SQLite, whose inserts are cheap and which has no COPY.
+
+Both run on the session's own connection, inside its transaction and savepoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+import psycopg
+from psycopg.types.json import Jsonb
+from sqlalchemy import JSON, Table, bindparam, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import String
+
+from chatledger.db import walls
+
+# Ids per statement: far below every database's limit on bound parameters.
+CHUNK = 500
+
+
+class IdTaken(Exception):
+    """A row could not be inserted: its id was stored meanwhile."""
+
+
+def _is_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+async def present(
+    session: AsyncSession, column: Any, scope: Any, values: Sequence[str]
+) -> frozenset[str]:
+    """Which of `values` are stored in `column` (rows matching `scope`)."""
+    found: set[str] = set()
+    postgresql = _is_postgresql(session)
+    for start in range(0, len(values), CHUNK):
+        chunk = list(values[start : start + CHUNK])
+        if postgresql:
+            ids = func.unnest(bindparam("ids", chunk, ARRAY(String())))
+            wanted = ids.table_valued("value").render_derived()
+            stmt = select(column).join(wanted, column == wanted.c.value).where(scope)
+        else:
+            stmt = select(column).where(scope, column.in_(chunk))
+        found.update(await session.scalars(stmt))
+    return frozenset(found)
+
+
+async def insert_rows(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows` (dicts keyed by column name); IdTaken if a key is stored already."""
+    if not rows:
+        return
+    if not _is_postgresql(session):
+        try:
+            await session.execute(insert(table), rows)
+        except IntegrityError as exc:
+            raise IdTaken(str(exc.orig)) from exc
+        return
+    columns = list(rows[0])
+    json_columns = {name for name in columns if isinstance(table.c[name].type, JSON)}
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = cast(psycopg.AsyncConnection[Any], raw.driver_connection)
+    names = ", ".join(f'"{name}"' for name in columns)
+    # PostgreSQL refuses COPY into a table under row-level security (a caller's
+    # transaction, db/walls.py): there the rows go through a temporary table and one
+    # INSERT, which the policies check.
+    staged = walls.bound() is not None
+    target = f'"staged_{table.name}"' if staged else f'"{table.name}"'
+    try:
+        async with driver.cursor() as cursor:
+            if staged:
+                await cursor.execute(
+                    f"CREATE TEMP TABLE {target} ON COMMIT DROP"
+                    f' AS SELECT {names} FROM "{table.name}" WITH NO DATA'
+                )
+            async with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
+                for values in _copy_rows(rows, columns, json_columns):
+                    await copy.write_row(values)
+            if staged:
+                await cursor.execute(
+                    f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {target}'
+                )
+                await cursor.execute(f"DROP TABLE {target}")
+    except psycopg.errors.UniqueViolation as exc:
+        raise IdTaken(str(exc)) from exc
+
+
+def _copy_rows(
+    rows: Iterable[dict[str, Any]], columns: list[str], json_columns: set[str]
+) -> Iterable[list[Any]]:
+    # JSON as SQLAlchemy's JSON type stores it: None is the JSON null, not SQL NULL.
+    for row in rows:
+        yield [Jsonb(row[name]) if name in json_columns else row[name] for name in columns]
