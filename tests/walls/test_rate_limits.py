@@ -11,10 +11,11 @@ import pytest
 from fastapi import FastAPI
 
 from chatledger import Settings
+from chatledger.client import AsyncClient
 from chatledger.errors import RateLimited
 from chatledger.server.deps import AppState
 from chatledger.server.ratelimit import RateLimiter
-from tests.server.conftest import ADMIN_KEY, Account
+from tests.server.conftest import ADMIN_KEY, BASE_URL, Account
 
 PER_MINUTE = 120  # two a second: a refused request waits about half a second
 BURST = 5
@@ -104,3 +105,23 @@ async def test_an_unknown_key_is_refused_before_it_gets_a_bucket(
         assert (await http.get("/v1/runs", headers=stranger)).status_code == 401
     state: AppState = app.state.chatledger
     assert len(state.rate_limiter) == 0
+
+
+async def test_the_python_client_waits_out_a_429_and_retries(app: FastAPI, alice: Account) -> None:
+    def transport() -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
+
+    async with (
+        AsyncClient(http_client=transport(), api_key=alice.key) as patient,
+        AsyncClient(http_client=transport(), api_key=alice.key, retries=0) as impatient,
+    ):
+        # One more than the burst: the last waits for the bucket, then succeeds. The
+        # impatient client shares the key, so its bucket is empty by then: it gives up.
+        for index in range(BURST + 1):
+            await patient.runs.ensure(f"r{index}")
+        with pytest.raises(RateLimited) as limited:
+            for index in range(BURST + 1):
+                await impatient.runs.ensure(f"s{index}")
+        assert limited.value.retry_after >= 1
+        listed = (await patient.runs.list()).items
+        assert {run.id for run in listed} >= {f"r{index}" for index in range(BURST + 1)}

@@ -1,5 +1,6 @@
-"""The transport under every client resource (one httpx client, auth, error mapping and
-retries of 503, the server's "busy, retry after"), and the `Resource` base they share.
+"""The transport under every client resource (one httpx client, auth, error mapping, and
+retries of 503 "busy" and 429 "rate limited" after the server's Retry-After), and the
+`Resource` base they share.
 
 Given a server URL it talks HTTP. Given a database URL (`sqlite+aiosqlite:///…`,
 `postgresql+psycopg://…`) it runs the app in-process over ASGI as the local user — the
@@ -19,7 +20,7 @@ import httpx
 from pydantic_core import to_jsonable_python
 
 from chatledger.client.errors import raise_for_error
-from chatledger.errors import Busy
+from chatledger.errors import Busy, RateLimited
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 LOCAL_BASE_URL = "http://chatledger.local"
@@ -76,16 +77,17 @@ class Transport:
         self._opened = False
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send, retrying 503 after the server's Retry-After; raise the mapped error."""
+        """Send, retrying 503 (busy) and 429 (rate limited) after the server's
+        Retry-After; raise the mapped error."""
         await self.open()
         for attempt in range(self.retries + 1):
             response = await self.http.request(method, path, **kwargs)
             try:
                 raise_for_error(response)
-            except Busy as busy:
+            except (Busy, RateLimited) as wait:
                 if attempt == self.retries:
                     raise
-                await asyncio.sleep(min(busy.retry_after, 10))
+                await asyncio.sleep(min(wait.retry_after, 10))
                 continue
             return response
         raise AssertionError("unreachable")

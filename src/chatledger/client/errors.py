@@ -15,6 +15,7 @@ from chatledger.errors import (
     NotFound,
     PayloadTooLarge,
     ProviderError,
+    RateLimited,
 )
 
 
@@ -53,9 +54,9 @@ def error_for(
     if status == 413:
         return PayloadTooLarge(message, **details)
     if status == 503:
-        raw = headers.get("retry-after") if headers is not None else None
-        retry_after = float(raw) if raw and raw.replace(".", "", 1).isdigit() else 1.0
-        return Busy(message, retry_after=retry_after)
+        return Busy(message, retry_after=_retry_after(headers))
+    if status == 429:
+        return RateLimited(message, retry_after=round(_retry_after(headers)))
     if status == 502:
         failure = ProviderError(
             message,
@@ -66,6 +67,11 @@ def error_for(
         failure.details.update(details)
         return failure
     return HTTPError(status, message, details)
+
+
+def _retry_after(headers: httpx.Headers | None) -> float:
+    raw = headers.get("retry-after") if headers is not None else None
+    return float(raw) if raw and raw.replace(".", "", 1).isdigit() else 1.0
 
 
 def _first_field(details: dict[str, Any]) -> str | None:
