@@ -304,7 +304,7 @@ async def test_bad_input_is_422_naming_the_field(app: FastAPI, alice: Account) -
         ([{**ok, "idx": -1}], "entries.0.idx"),
         ([{**ok, "output": "x"}], "entries.0.output"),  # extra fields are not dropped
         ([{**ok, "data": [1, 2]}], "entries.0.data"),
-        ([{**ok, "data": {"x": "nul\u0000"}}], "entries.0.data"),
+        ([{**ok, "data": {"x": "nul\u0000"}}], "entries.0.data.x"),
         ([{**ok, "started_at": future}], "entries.0.started_at"),
         ([{**ok, "started_at": "2025-01-01T00:00:00"}], "entries.0.started_at"),
         (
@@ -321,7 +321,7 @@ async def test_bad_input_is_422_naming_the_field(app: FastAPI, alice: Account) -
         content=b'{"entries": [{"node": "n", "status": "completed", "data": {"x": NaN}}]}',
         headers={"Content-Type": "application/json"},
     )
-    assert invalid_fields(nan) == {"entries.0.data"}
+    assert invalid_fields(nan) == {"entries.0.data.x"}
     assert invalid_fields(await put(alice.client, "bad%20thread", 1)) == {"path.thread_id"}
     assert invalid_fields(await put(alice.client, "chat-1", 1, id="bad id")) == {"id"}
     assert invalid_fields(await put(alice.client, "chat-1", 1, name="x" * 201)) == {"name"}

@@ -33,7 +33,8 @@ async def daily_usage(
     or summed per model or per user with `group_by`; default the last 30 days. Members
     see their own usage; owners, admins and service keys all of the project's."""
     end = end or utcnow().date()
-    start = start or end - timedelta(days=DEFAULT_DAYS - 1)
+    # Near the first day there is (0001-01-01) the default range is shorter, not a crash.
+    start = start or end - timedelta(days=min(DEFAULT_DAYS - 1, (end - date.min).days))
     if end < start:
         raise InvalidInput("to", "must not be before from")
     if (end - start).days + 1 > MAX_DAYS:

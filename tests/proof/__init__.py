@@ -1,0 +1,1 @@
+"""Proof suites: each tries hard to break one of chatledger's promises (docs/reliability.md)."""
