@@ -40,10 +40,22 @@ Rejected = Callable[[Entry, ChatledgerError], ItemResult]
 
 
 def new_interaction(item: InteractionItem) -> interactions.NewInteraction:
+    # Field by field rather than through model_dump(), which copies every item once more.
     return interactions.NewInteraction(
-        **item.model_dump(exclude={"kind", "run_id", "user_id", "usage", "cost_usd"}),
+        id=item.id,
+        prompt=item.prompt,
+        response=item.response,
+        model=item.model,
+        provider=item.provider,
         usage=item.usage.tokens(),
         cost_nano=cost_nano(item.cost_usd),
+        ttft_ms=item.ttft_ms,
+        total_ms=item.total_ms,
+        user_message_id=item.user_message_id,
+        assistant_message_id=item.assistant_message_id,
+        created_at=item.created_at,
+        completed_at=item.completed_at,
+        metadata=item.metadata,
     )
 
 
@@ -102,9 +114,10 @@ async def _store_block(
     except (bulk.NotFresh, IntegrityError):
         # Rolled back: the database knew better than the lookup. One at a time, then.
         return {entry.index: await one(entry) for entry, _ in block}
+    # Built without validation: every value here is known to be valid.
     return {
-        entry.index: ItemResult(
-            index=entry.index, kind="interaction", id=entry.item.id, status="created"
+        entry.index: ItemResult.model_construct(
+            index=entry.index, kind="interaction", id=entry.item.id, status="created", error=None
         )
         for entry, _ in block
     }

@@ -1,0 +1,65 @@
+"""The server a bench measures, run as `python -m bench.serve <app> --port N`:
+
+- `chatledger`: the real app (`create_app`, settings from CHATLEDGER_* as `chatledger
+  serve` reads them);
+- `bare-sse`: the live-chat baseline, an SSE endpoint streaming the same tokens with the
+  same timing and recording nothing (bench/bare_sse.py).
+
+Both run under one uvicorn configuration (no access log: a deployment's choice, and it
+would cost both sides the same), so the difference between them is chatledger's work.
+`--profile FILE` samples the whole process with pyinstrument and writes an HTML report
+when the server stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+
+def _app(name: str) -> FastAPI:
+    if name == "bare-sse":
+        from bench.bare_sse import app
+
+        return app
+    from chatledger.server.app import create_app
+
+    return create_app()
+
+
+@contextlib.contextmanager
+def _profiled(output: str | None) -> Iterator[None]:
+    if output is None:
+        yield
+        return
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    profiler.start()
+    try:
+        yield
+    finally:
+        profiler.stop()
+        Path(output).write_text(profiler.output_html())
+        print(profiler.output_text(unicode=True, show_all=False, color=False))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("app", choices=("chatledger", "bare-sse"))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--profile", help="write a pyinstrument HTML profile here")
+    args = parser.parse_args()
+    with _profiled(args.profile):
+        uvicorn.run(
+            _app(args.app), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+        )
+
+
+if __name__ == "__main__":
+    main()

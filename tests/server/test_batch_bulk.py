@@ -1,0 +1,163 @@
+"""Batch ingest stores new interactions together (interactions/bulk.py). Whatever a batch
+holds — fresh interactions, replays, ids used twice, a user message stored earlier, bad
+items — the verdicts and every stored row must be what storing the items one at a time
+gives. The reference is the same batch in another project with the bulk path refused
+(every group then falls back to one item at a time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from chatledger.interactions import bulk
+from tests.server.conftest import Account
+from tests.server.test_tasks_api import assert_no_drift
+
+DAY = "2025-06-01"
+
+
+def interaction(n: int, run_id: str = "trip", **extra: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "kind": "interaction",
+        "id": f"i{n}",
+        "run_id": run_id,
+        "prompt": f"Question {n}?",
+        "response": f"Answer {n}.",
+        "model": "openai/gpt-4o" if n % 2 else "anthropic/claude-3-5-haiku-latest",
+        "usage": {"input_tokens": 100 + n, "output_tokens": 20 + n, "cached_tokens": n},
+        "created_at": f"{DAY}T10:{n:02d}:00Z",
+        "total_ms": 900,
+        "ttft_ms": 200,
+        "user_message_id": f"u{n}",
+        "assistant_message_id": f"a{n}",
+        "metadata": {"client": "sync", "n": n},
+    }
+    return item | extra
+
+
+def mixed_batch() -> list[dict[str, Any]]:
+    return [
+        {"kind": "run", "id": "trip", "name": "Trip", "created_at": f"{DAY}T09:00:00Z"},
+        {
+            "kind": "message",
+            "id": "early",
+            "run_id": "trip",
+            "role": "user",
+            "content": "Early question?",
+            "created_at": f"{DAY}T09:30:00Z",
+        },
+        interaction(0),
+        interaction(1),
+        # Answers the user message stored above: linked, not a second message.
+        interaction(2, prompt="Early question?", user_message_id="early"),
+        interaction(3, cost_usd="0.5"),
+        interaction(1),  # sent twice: a replay
+        interaction(4, completed_at=f"{DAY}T09:00:00Z"),  # ends before it starts
+        interaction(5, assistant_message_id="a0"),  # an id another message has
+        interaction(6, model="gpt-4o"),  # no provider
+        interaction(7, run_id="other"),
+        {"kind": "spaceship"},
+        interaction(8, run_id="other", user_message_id="u8", assistant_message_id="u8"),
+        interaction(9),
+        interaction(10, run_id="other", cost_usd="0.25"),
+    ]
+
+
+async def state(client: httpx.AsyncClient) -> dict[str, Any]:
+    """What the API shows of the batch's runs, without what differs by account or clock
+    (the owner; when a reply was linked to its user message)."""
+    shown: dict[str, Any] = {}
+    for run_id in ("trip", "other"):
+        run = (await client.get(f"/v1/runs/{run_id}")).json()
+        run.pop("user_id")
+        for message in run["messages"]:
+            if message["role"] == "user":
+                message.pop("updated_at")
+        tasks = (await client.get(f"/v1/runs/{run_id}/tasks")).json()
+        for task in tasks:
+            task.pop("user_id")
+            task.pop("heartbeat_at")
+        shown[run_id] = {"run": run, "tasks": tasks}
+    usage = (await client.get(f"/v1/usage/daily?from={DAY}&to={DAY}")).json()
+    shown["usage"] = [row | {"user_id": None} for row in usage["rows"]]
+    return shown
+
+
+def verdicts(body: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [
+        (r["index"], r["kind"], r["id"], r["status"], (r["error"] or {}).get("code"))
+        for r in body["results"]
+    ]
+
+
+@pytest.fixture
+def one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Refuse the bulk path while the block runs: every group goes item by item."""
+
+    async def refuse(*_: Any) -> None:
+        raise bulk.NotFresh("refused by the test")
+
+    class Switch:
+        def __enter__(self) -> None:
+            monkeypatch.setattr(bulk, "store", refuse)
+
+        def __exit__(self, *_: Any) -> None:
+            monkeypatch.undo()
+
+    return Switch()
+
+
+async def test_a_mixed_batch_lands_as_if_one_item_at_a_time(
+    app: FastAPI, alice: Account, bob: Account, one_at_a_time: Any
+) -> None:
+    items = mixed_batch()
+    bulk_answer = await alice.client.post("/v1/batch", json={"items": items})
+    with one_at_a_time:
+        reference = await bob.client.post("/v1/batch", json={"items": items})
+    assert bulk_answer.status_code == reference.status_code == 200, bulk_answer.text
+    assert verdicts(bulk_answer.json()) == verdicts(reference.json())
+    statuses = [r["status"] for r in bulk_answer.json()["results"]]
+    assert [statuses.count(s) for s in ("created", "duplicate", "rejected")] == [9, 1, 5]
+    assert await state(alice.client) == await state(bob.client)
+
+    again = await alice.client.post("/v1/batch", json={"items": items})
+    with one_at_a_time:
+        reference_again = await bob.client.post("/v1/batch", json={"items": items})
+    assert verdicts(again.json()) == verdicts(reference_again.json())
+    assert again.json()["created"] == 0
+    assert await state(alice.client) == await state(bob.client)
+    await assert_no_drift(app)
+
+
+async def test_fresh_interactions_are_stored_whole(app: FastAPI, alice: Account) -> None:
+    items = [interaction(n, run_id=f"r{n % 3}") for n in range(30)]
+    items.append(interaction(30, run_id="r0", user_message_id=None, assistant_message_id=None))
+    body = (await alice.client.post("/v1/batch", json={"items": items})).json()
+    assert (body["created"], body["duplicate"], body["rejected"]) == (31, 0, 0)
+    runs = {r["id"]: r for r in (await alice.client.get("/v1/runs?limit=10")).json()["items"]}
+    assert sum(r["task_count"] for r in runs.values()) == 31
+    assert sum(r["message_count"] for r in runs.values()) == 62
+    first = (await alice.client.get("/v1/runs/r0")).json()
+    assert first["name"] == "Question 0?"
+    assert [m["seq"] for m in first["messages"]] == list(range(1, 23))
+    assert first["last_message_preview"] == "Answer 30."
+    usage = (await alice.client.get(f"/v1/usage/daily?from={DAY}&to={DAY}")).json()
+    assert usage["totals"]["requests"] == 31
+    await assert_no_drift(app)
+
+
+async def test_a_run_of_another_user_is_refused_per_item(
+    app: FastAPI, alice: Account, bob_in_alices_project: httpx.AsyncClient
+) -> None:
+    mine = await alice.client.post("/v1/batch", json={"items": [interaction(0)]})
+    assert mine.json()["created"] == 1
+    items = [interaction(1), interaction(2, run_id="bobs")]
+    body = (await bob_in_alices_project.post("/v1/batch", json={"items": items})).json()
+    assert [r["status"] for r in body["results"]] == ["rejected", "created"]
+    assert body["results"][0]["error"]["code"] == "not_found"
+    trip = (await alice.client.get("/v1/runs/trip")).json()
+    assert (trip["task_count"], trip["message_count"]) == (1, 2)
+    await assert_no_drift(app)
