@@ -17,6 +17,8 @@ class Run(Base):
     __table_args__ = (
         # The run list is "my runs, newest activity first" (cursor pagination).
         Index(None, "project_id", "user_id", "updated_at"),
+        # ... and the whole project's, for owners, admins and service keys.
+        Index(None, "project_id", "updated_at", "id"),
     )
 
     project_id: Mapped[str] = mapped_column(Id, ForeignKey("projects.id"), primary_key=True)

@@ -26,6 +26,8 @@ class Task(Base):
             ["project_id", "run_id"], ["runs.project_id", "runs.id"], ondelete="CASCADE"
         ),
         Index(None, "project_id", "run_id", "created_at"),
+        # A message's attempts are numbered by counting them on every turn.
+        Index(None, "project_id", "user_message_id"),
         # The sweeper looks for live tasks whose heartbeat is older than the lease.
         Index(None, "status", "heartbeat_at"),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import BigInteger, Date, Integer, String
+from sqlalchemy import BigInteger, Date, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chatledger.db.base import Base
@@ -14,6 +14,8 @@ from chatledger.db.types import Id, NanoUSD
 
 class UsageDaily(Base):
     __tablename__ = "usage_daily"
+    # A project's usage over a range of days (the key starts with user_id).
+    __table_args__ = (Index(None, "project_id", "day", "model"),)
 
     project_id: Mapped[str] = mapped_column(Id, primary_key=True)
     user_id: Mapped[str] = mapped_column(Id, primary_key=True)
