@@ -176,6 +176,7 @@ class ChatEngine:
             caller,
             run.id,
             messages.NewMessage(role="user", content=req.content, id=message_id, task_id=task.id),
+            run=run,
         )
         return await self._plan(session, caller, run, run_created, task, message_id)
 
@@ -220,6 +221,7 @@ class ChatEngine:
                 task_name="chat",
                 request={"model": model_string, "settings": settings},
             ),
+            run=run,  # ensured by this transaction already
         )
         if not created:
             raise Conflict(f"task {task.id!r} already exists", id=task.id)
@@ -364,8 +366,7 @@ class ChatEngine:
                     metadata={"model": task.model},
                 ),
             )
-            user_message = await messages.get(session, caller, plan.user_message_id)
-            await messages.set_outcome(session, user_message, "complete", None)
+            await messages.mark_answered(session, task.project_id, plan.user_message_id)
         log.emit("usage", usage_event(task))
         result = TurnResult(
             run_id=plan.run_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +17,9 @@ from chatledger.ids import checked_id
 from chatledger.messages.models import Message
 from chatledger.runs import service as runs
 from chatledger.tenants.caller import Caller
+
+if TYPE_CHECKING:
+    from chatledger.runs.models import Run
 
 ROLES = ("system", "user", "assistant", "tool")
 STATUSES = ("pending", "complete", "error")
@@ -36,9 +39,10 @@ class NewMessage:
 
 
 async def append(
-    session: AsyncSession, caller: Caller, run_id: str, new: NewMessage
+    session: AsyncSession, caller: Caller, run_id: str, new: NewMessage, run: Run | None = None
 ) -> tuple[Message, bool]:
-    """Store a message at the end of its run; True when this call stored it.
+    """Store a message at the end of its run (`run`: the caller's run, when the caller
+    has just read or ensured it); True when this call stored it.
 
     Sending the same message again (same id, role and content) returns the stored row
     unchanged: clients retry and re-sync, and neither may add a row or count it twice.
@@ -49,7 +53,8 @@ async def append(
     if new.status not in STATUSES:
         raise InvalidInput("status", f"must be one of {', '.join(STATUSES)}")
     message_id = checked_id(new.id, "id")
-    run = await runs.get(session, caller, run_id)
+    if run is None or run.id != run_id:
+        run = await runs.get(session, caller, run_id)
     existing = await session.get(Message, (run.project_id, message_id))
     if existing is not None:
         return _same_or_conflict(existing, run_id, new), False
@@ -129,6 +134,21 @@ async def list_messages(session: AsyncSession, caller: Caller, run_id: str) -> l
         .order_by(Message.seq)
     )
     return list(await session.scalars(stmt))
+
+
+async def mark_answered(session: AsyncSession, project_id: str, message_id: str) -> None:
+    """Record that the message's reply completed: one statement, and none written when it
+    already says so (the usual case: a new message is stored `complete`)."""
+    await session.execute(
+        update(Message)
+        .where(
+            Message.project_id == project_id,
+            Message.id == message_id,
+            Message.status != "complete",
+        )
+        .values(status="complete", error=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def set_outcome(

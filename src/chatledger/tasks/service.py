@@ -22,6 +22,7 @@ from chatledger.errors import Conflict, InvalidInput, NotFound
 from chatledger.ids import checked_id
 from chatledger.prices import service as prices
 from chatledger.runs import service as runs
+from chatledger.runs.models import Run
 from chatledger.tasks.models import LIVE, TERMINAL, Task
 from chatledger.tenants.caller import Caller
 from chatledger.tokens import TokenUsage
@@ -88,8 +89,11 @@ async def list_for_run(session: AsyncSession, caller: Caller, run_id: str) -> li
     return list(await session.scalars(stmt))
 
 
-async def create(session: AsyncSession, caller: Caller, new: NewTask) -> tuple[Task, bool]:
-    """Create a task (its run ensured); True when this call created it.
+async def create(
+    session: AsyncSession, caller: Caller, new: NewTask, run: Run | None = None
+) -> tuple[Task, bool]:
+    """Create a task (its run ensured, unless the caller passes the run it just ensured);
+    True when this call created it.
 
     Creating the same task id again returns the stored task, so a client may retry the
     call; an id already used for another run is a conflict.
@@ -97,7 +101,8 @@ async def create(session: AsyncSession, caller: Caller, new: NewTask) -> tuple[T
     task_id = checked_id(new.id, "id")
     if not new.model:
         raise InvalidInput("model", "is required")
-    run, _ = await runs.ensure(session, caller, new.run_id)
+    if run is None or run.id != new.run_id:
+        run, _ = await runs.ensure(session, caller, new.run_id)
     attempt = 1
     if new.user_message_id is not None:
         await _serialize_attempts(session, run.project_id, new.user_message_id)
