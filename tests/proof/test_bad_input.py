@@ -194,6 +194,11 @@ async def test_text_no_database_can_store_is_refused_naming_the_field(
     for method, path, body, field in unstorable_requests(value):
         # JSON escapes it (\u0000, \ud800): a lone surrogate has no other spelling.
         answer = await client.request(method, path, content=json.dumps(body), headers=JSON)
+        if path == "/v1/batch":  # items are judged one by one: this one alone is refused
+            assert answer.status_code == 200, answer.text
+            [result] = answer.json()["results"]
+            assert (result["status"], result["error"]["details"]["field"]) == ("rejected", field)
+            continue
         assert field in refused_fields(answer), (path, answer.text)
     await nothing_stored(client)
 
@@ -225,6 +230,25 @@ async def test_numbers_json_cannot_carry_are_refused(
     await nothing_stored(client)
 
 
+async def test_an_unstorable_batch_item_is_rejected_alone(client: httpx.AsyncClient) -> None:
+    items = [
+        {"kind": "run", "id": "sync-run", "name": "kept"},
+        {"kind": "message", "run_id": "sync-run", "id": "bad", "role": "user", "content": "a\x00"},
+        {"kind": "message", "run_id": "sync-run", "id": "odd\ud800", "role": "user"},
+        {"kind": "message", "run_id": "sync-run", "id": "good", "role": "user", "content": "b"},
+    ]
+
+    answer = await client.post("/v1/batch", content=json.dumps({"items": items}), headers=JSON)
+
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == ["created", "rejected", "rejected", "created"]
+    assert results[1]["error"]["details"]["field"] == "items.1.content"
+    assert results[2]["id"] is None  # the bad id itself is not echoed back
+    stored = (await client.get("/v1/runs/sync-run/messages")).json()
+    assert [m["id"] for m in stored] == ["good"]
+
+
 # -- malformed ids -------------------------------------------------------------------------
 
 
@@ -250,9 +274,9 @@ async def test_malformed_ids_are_refused_and_create_nothing(
 ) -> None:
     for method, path, body, field in bodies_with_id(bad):
         answer = await client.request(method, path, content=json.dumps(body), headers=JSON)
-        if path == "/v1/batch" and "\x00" not in bad:
-            # Batch items are refused one by one, the others still land (a NUL anywhere
-            # refuses the whole request, like any other route: see server/storable.py).
+        if path == "/v1/batch":
+            # Batch items are refused one by one, the others still land (even for a NUL:
+            # see server/storable.py).
             assert answer.status_code == 200, answer.text
             [result] = answer.json()["results"]
             assert result["status"] == "rejected", result

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatledger import storable
 from chatledger.batch import interactions as interaction_items
 from chatledger.batch.interactions import Entry, new_interaction
 from chatledger.batch.schemas import (
@@ -27,7 +28,7 @@ from chatledger.batch.schemas import (
     TaskItem,
     TraceItem,
 )
-from chatledger.errors import ChatledgerError, Conflict
+from chatledger.errors import ChatledgerError, Conflict, InvalidInput
 from chatledger.interactions import service as interactions
 from chatledger.messages import service as messages
 from chatledger.runs import service as runs
@@ -56,6 +57,15 @@ async def ingest(
         group.clear()
 
     for index, raw in enumerate(raw_items):
+        try:
+            # What a database cannot store (NUL, …) rejects this item alone (the server's
+            # request-wide check leaves a batch's items to this loop).
+            storable.check_json(raw, f"items.{index}")
+        except InvalidInput as exc:
+            # Not even its kind and id are echoed back when they are what is wrong.
+            kind, item_id = (_echoable(raw.get(name)) for name in ("kind", "id"))
+            results[index] = _rejected(index, kind, item_id, _error(exc))
+            continue
         try:
             item = _ITEM.validate_python(raw)
         except ValidationError as exc:
@@ -168,6 +178,14 @@ def _entries(item: TraceItem) -> list[traces.NewEntry]:
 
 def _id_of(item: Item) -> str | None:
     return item.thread_id if isinstance(item, TraceItem) else item.id
+
+
+def _echoable(value: Any) -> Any:
+    try:
+        storable.check_json(value)
+    except InvalidInput:
+        return None
+    return value
 
 
 def _rejected(index: int, kind: Any, item_id: Any, error: dict[str, Any]) -> ItemResult:

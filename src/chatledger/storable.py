@@ -1,0 +1,53 @@
+"""What the two databases cannot store alike, found in a value before it is stored:
+
+- NUL characters: PostgreSQL's text and JSONB cannot hold them, SQLite can; stored on
+  one database and a 500 on the other is no contract;
+- lone UTF-16 surrogates (a JSON `\\ud800` with no pair): not Unicode, so no database
+  driver can encode them;
+- NaN and Infinity, which Python's JSON parser accepts: not JSON, so PostgreSQL refuses
+  them and no JSON answer could carry them back.
+
+`check_json` raises `InvalidInput` naming where (`metadata.k`, `entries.0.data.x`).
+The server runs it on every request (server/storable.py); batch ingest on each item, so
+one bad item is rejected alone.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from chatledger.errors import InvalidInput
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_json(document: Any, path: str = "") -> None:
+    """Raise InvalidInput at the first value under `path` that cannot be stored."""
+    pending: list[tuple[str, Any]] = [(path, document)]
+    while pending:  # iterative: deep nesting must not exhaust the stack
+        path, value = pending.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                check_text(key, child)
+                pending.append((child, item))
+        elif isinstance(value, list):
+            pending.extend((f"{path}.{i}" if path else str(i), v) for i, v in enumerate(value))
+        elif isinstance(value, str):
+            check_text(value, path)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(path, "numbers must be finite (JSON has no NaN or Infinity)")
+
+
+def check_text(value: str, field: str) -> None:
+    if "\x00" in value:
+        raise InvalidInput(_printable(field), "must not contain NUL (\\u0000)")
+    if _SURROGATE.search(value):
+        raise InvalidInput(_printable(field), "must be valid Unicode (a lone surrogate is not)")
+
+
+def _printable(field: str) -> str:
+    # The field's own name may be what is wrong with it: name it without the bad characters.
+    return field.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
