@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from genai_prices import data_snapshot
 
-from chatledger.pricing import Price, Rates, price_usage, to_nano, usd
+from chatledger.pricing import Price, Rates, _library_price, price_usage, to_nano, usd
 from chatledger.tokens import TokenUsage
 
 # A fixed date so a future change in list prices cannot move these expectations.
@@ -119,3 +121,31 @@ def test_override_rates_round_half_a_nano_up() -> None:
     assert half.cost_nano(TokenUsage(input_tokens=1)) == 1
     assert under_half.cost_nano(TokenUsage(input_tokens=1)) == 0
     assert half.cost_nano(TokenUsage(input_tokens=3)) == 2  # 1.5 nano
+
+
+def test_every_catalogue_price_agrees_with_the_library() -> None:
+    """The flat-rate shortcut (most models) and the library's own calculation (tiers,
+    other units) give the same nano-USD for every model, on usages of every shape."""
+    chooser = random.Random(7)
+    checked = 0
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            input_tokens = chooser.randint(0, 400_000)  # across the 200k tiers too
+            cached = chooser.randint(0, input_tokens)
+            usage = TokenUsage(
+                input_tokens=input_tokens,
+                cached_tokens=cached,
+                cache_write_tokens=chooser.randint(0, input_tokens - cached),
+                output_tokens=chooser.randint(0, 60_000),
+            )
+            try:
+                expected = to_nano(_library_price(provider.id, model.id, usage, AT))
+            except (LookupError, ValueError):
+                continue  # priced in other units, or not at this date
+            assert price_usage(provider.id, model.id, usage, AT).cost_nano == expected, (
+                provider.id,
+                model.id,
+                usage,
+            )
+            checked += 1
+    assert checked > 500
