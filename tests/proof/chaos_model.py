@@ -127,16 +127,13 @@ class Ledger:
 
     def answerable(self, message_id: str) -> Verdict | None:
         """Why a user message cannot be answered again (None: it can): only a user
-        message, and only when no reply to it in its run completed or is still live.
-
-        Only its run's tasks count: a task in another run naming the message (POST
-        /v1/tasks does not check where `user_message_id` lives) is not seen by a retry,
-        though it counts in the attempt numbers — see the xfail test in test_chaos.py."""
+        message, and only when no reply to it completed or is still live — wherever that
+        reply's task was created (POST /v1/tasks may name a message of another run)."""
         message = self.messages[message_id]
         if message.role != "user":
             return Verdict.INVALID
         for task in self.tasks.values():
-            if task.user_message_id != message_id or task.run_id != message.run_id:
+            if task.user_message_id != message_id:
                 continue
             if task.status in ("completed", *LIVE):
                 return Verdict.CONFLICT

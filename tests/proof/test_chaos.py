@@ -275,12 +275,6 @@ def test_a_request_cut_off_mid_transaction_leaves_no_lock_behind(world: World) -
     world.portal.call(cut_offs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the chaos test, reported: POST /v1/tasks takes a user_message_id of "
-    "another run's message (and counts it in the attempts), but a retry looks only at the "
-    "message's own run, so a message being answered is answered again",
-)
 def test_a_message_being_answered_from_another_run_is_not_answered_again(world: World) -> None:
     async def claim_then_retry() -> None:
         _, client = await world.new_account()

@@ -186,14 +186,12 @@ class ChatEngine:
         message = await messages.get(session, caller, message_id)
         if message.role != "user":
             raise InvalidInput("message_id", "only a user message can be retried")
-        for task in await tasks.list_for_run(session, caller, message.run_id):
-            if task.user_message_id != message.id:
-                continue
+        run = await runs.get(session, caller, message.run_id)
+        for task in await tasks.answering(session, run, message.id):
             if task.status == "completed":
                 raise Conflict(f"message {message.id!r} was already answered", task_id=task.id)
             if not task.is_terminal:
                 raise Conflict(f"message {message.id!r} is being answered", task_id=task.id)
-        run = await runs.get(session, caller, message.run_id)
         req = req or ChatRequest(content=message.content)
         task = await self._create_task(session, caller, run, req, message.id)
         message.task_id = task.id

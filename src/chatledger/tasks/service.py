@@ -89,6 +89,22 @@ async def list_for_run(session: AsyncSession, caller: Caller, run_id: str) -> li
     return list(await session.scalars(stmt))
 
 
+async def answering(session: AsyncSession, run: Run, message_id: str) -> list[Task]:
+    """The tasks (attempts) answering a message of `run`, wherever they were created: a
+    task may name a message of another run of the same owner as the one it answers."""
+    stmt = (
+        select(Task)
+        .where(
+            Task.project_id == run.project_id,
+            Task.user_message_id == message_id,
+            # Only the owner's own: another member naming this id must not block it.
+            Task.user_id == run.user_id,
+        )
+        .order_by(Task.created_at, Task.id)
+    )
+    return list(await session.scalars(stmt))
+
+
 async def create(
     session: AsyncSession, caller: Caller, new: NewTask, run: Run | None = None
 ) -> tuple[Task, bool]:
