@@ -35,7 +35,7 @@ from chatledger.messages.models import Message
 from chatledger.prices import service as prices
 from chatledger.runs.models import Run
 from chatledger.runs.service import PREVIEW_LENGTH, name_from_message
-from chatledger.tasks.models import Task
+from chatledger.tasks.models import Task, token_columns
 from chatledger.tasks.schemas import provider_and_model
 from chatledger.tenants.caller import Caller
 from chatledger.usage.models import UsageDaily
@@ -209,12 +209,7 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
                 "status": "completed",
                 "response_text": new.response,
                 "error": None,
-                "input_tokens": tokens.input_tokens,
-                "output_tokens": tokens.output_tokens,
-                "cached_tokens": tokens.cached_tokens,
-                "reasoning_tokens": tokens.reasoning_tokens,
-                "cache_write_tokens": tokens.cache_write_tokens,
-                "usage_estimated": tokens.estimated,
+                **token_columns(tokens),
                 "cost_nano": cost_nano,
                 "price_source": price_source,
                 "ttft_ms": new.ttft_ms,

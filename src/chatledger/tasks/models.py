@@ -19,6 +19,18 @@ TERMINAL = ("completed", "failed", "cancelled", "interrupted")
 LIVE = ("pending", "streaming")
 
 
+def token_columns(usage: TokenUsage) -> dict[str, Any]:
+    """A task's usage columns holding `usage` (the inverse of `Task.tokens`)."""
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "usage_estimated": usage.estimated,
+    }
+
+
 class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (

@@ -23,7 +23,7 @@ from chatledger.ids import checked_id
 from chatledger.prices import service as prices
 from chatledger.runs import service as runs
 from chatledger.runs.models import Run
-from chatledger.tasks.models import LIVE, TERMINAL, Task
+from chatledger.tasks.models import LIVE, TERMINAL, Task, token_columns
 from chatledger.tenants.caller import Caller
 from chatledger.tokens import TokenUsage
 from chatledger.usage import service as usage
@@ -209,12 +209,7 @@ async def finish(
     values: dict[str, Any] = {
         "status": outcome.status,
         "error": outcome.error,
-        "input_tokens": tokens.input_tokens,
-        "output_tokens": tokens.output_tokens,
-        "cached_tokens": tokens.cached_tokens,
-        "reasoning_tokens": tokens.reasoning_tokens,
-        "cache_write_tokens": tokens.cache_write_tokens,
-        "usage_estimated": tokens.estimated,
+        **token_columns(tokens),
         "ttft_ms": outcome.ttft_ms,
         "total_ms": outcome.total_ms,
         "updated_at": at,
