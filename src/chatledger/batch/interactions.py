@@ -21,9 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatledger.batch.schemas import InteractionItem, ItemResult
 from chatledger.errors import ChatledgerError
 from chatledger.interactions import bulk
-from chatledger.interactions import service as interactions
 from chatledger.server.deps import acting_for
-from chatledger.tasks.schemas import cost_nano
 from chatledger.tenants.caller import Caller
 
 
@@ -39,26 +37,6 @@ StoreOne = Callable[[Entry], Awaitable[ItemResult]]
 Rejected = Callable[[Entry, ChatledgerError], ItemResult]
 
 
-def new_interaction(item: InteractionItem) -> interactions.NewInteraction:
-    # Field by field rather than through model_dump(), which copies every item once more.
-    return interactions.NewInteraction(
-        id=item.id,
-        prompt=item.prompt,
-        response=item.response,
-        model=item.model,
-        provider=item.provider,
-        usage=item.usage.tokens(),
-        cost_nano=cost_nano(item.cost_usd),
-        ttft_ms=item.ttft_ms,
-        total_ms=item.total_ms,
-        user_message_id=item.user_message_id,
-        assistant_message_id=item.assistant_message_id,
-        created_at=item.created_at,
-        completed_at=item.completed_at,
-        metadata=item.metadata,
-    )
-
-
 async def store_group(
     session: AsyncSession,
     caller: Caller,
@@ -72,7 +50,7 @@ async def store_group(
     for entry in group:
         actor = acting_for(caller, entry.item.user_id)
         try:
-            pending = bulk.prepare(actor, entry.item.run_id, new_interaction(entry.item))
+            pending = bulk.prepare(actor, entry.item.run_id, entry.item.new())
         except ChatledgerError as exc:
             results[entry.index] = rejected(entry, exc)
             continue

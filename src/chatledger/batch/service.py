@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger import storable
 from chatledger.batch import interactions as interaction_items
-from chatledger.batch.interactions import Entry, new_interaction
+from chatledger.batch.interactions import Entry
 from chatledger.batch.schemas import (
     InteractionItem,
     Item,
@@ -126,7 +126,7 @@ async def _store(session: AsyncSession, caller: Caller, item: Item) -> bool:
     if isinstance(item, TaskItem):
         return await _store_task(session, caller, item)
     if isinstance(item, InteractionItem):
-        new = new_interaction(item)
+        new = item.new()
         _, created = await interactions.record(session, caller, item.run_id, new)
         return created
     saved = await traces.store(

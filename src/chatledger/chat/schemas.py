@@ -3,6 +3,7 @@ answer of a reply it chose not to stream (`stream: false`)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -95,7 +96,6 @@ class ChatResult(BaseModel):
 
     @classmethod
     def of(cls, result: TurnResult) -> ChatResult:
-        usage = result.usage
         return cls(
             run_id=result.run_id,
             task_id=result.task_id,
@@ -103,14 +103,8 @@ class ChatResult(BaseModel):
             assistant_message_id=result.assistant_message_id,
             status=result.status,
             text=result.text,
-            usage=ChatUsage(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cached_tokens=usage.cached_tokens,
-                reasoning_tokens=usage.reasoning_tokens,
-                cache_write_tokens=usage.cache_write_tokens,
-                estimated=usage.estimated,
-            ),
+            # The same fields as TokenUsage, which is a dataclass.
+            usage=ChatUsage(**asdict(result.usage)),
             cost_nano=result.cost_nano,
             price_source=result.price_source,
             ttft_ms=result.ttft_ms,

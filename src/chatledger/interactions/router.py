@@ -12,7 +12,7 @@ from chatledger.interactions.schemas import InteractionCreate, InteractionRead
 from chatledger.messages.schemas import MessageRead
 from chatledger.runs.schemas import RunRead
 from chatledger.server.deps import DatabaseDep, WriterDep, acting_for
-from chatledger.tasks.schemas import TaskRead, cost_nano
+from chatledger.tasks.schemas import TaskRead
 
 router = APIRouter(tags=["interactions"])
 
@@ -34,22 +34,7 @@ async def record_interaction(
     prompt), a completed task carries the model, usage and cost (counted once), and the
     user and assistant messages are appended. Posting the same interaction id again
     answers what was stored (200) and changes nothing; other content under it is 409."""
-    new = interactions.NewInteraction(
-        id=body.id,
-        prompt=body.prompt,
-        response=body.response,
-        model=body.model,
-        provider=body.provider,
-        usage=body.usage.tokens(),
-        cost_nano=cost_nano(body.cost_usd),
-        ttft_ms=body.ttft_ms,
-        total_ms=body.total_ms,
-        user_message_id=body.user_message_id,
-        assistant_message_id=body.assistant_message_id,
-        created_at=body.created_at,
-        completed_at=body.completed_at,
-        metadata=body.metadata,
-    )
+    new = body.new()
     async with db.transaction() as session:
         found, created = await interactions.record(
             session, acting_for(caller, body.user_id), run_id, new

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from chatledger.fields import ClientId, CostUsd, Count, PastTimestamp
+from chatledger.interactions.service import NewInteraction
 from chatledger.messages.schemas import MessageRead
 from chatledger.runs.schemas import RunRead
-from chatledger.tasks.schemas import TaskRead, UsageIn
+from chatledger.tasks.schemas import TaskRead, UsageIn, cost_nano
 
 
 class InteractionCreate(BaseModel):
@@ -34,6 +35,25 @@ class InteractionCreate(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     # Service keys only: the app's own end user the run belongs to.
     user_id: ClientId | None = None
+
+    def new(self) -> NewInteraction:
+        """What the service records (field by field: model_dump() would copy it again)."""
+        return NewInteraction(
+            id=self.id,
+            prompt=self.prompt,
+            response=self.response,
+            model=self.model,
+            provider=self.provider,
+            usage=self.usage.tokens(),
+            cost_nano=cost_nano(self.cost_usd),
+            ttft_ms=self.ttft_ms,
+            total_ms=self.total_ms,
+            user_message_id=self.user_message_id,
+            assistant_message_id=self.assistant_message_id,
+            created_at=self.created_at,
+            completed_at=self.completed_at,
+            metadata=self.metadata,
+        )
 
 
 class InteractionRead(BaseModel):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from chatledger.db.base import Base
 from chatledger.db.types import Id, UtcTimeStamp, utcnow
+from chatledger.pricing import Rates
 
 
 class PriceOverride(Base):
@@ -33,3 +34,12 @@ class PriceOverride(Base):
     cache_read_per_mtok_nano: Mapped[int | None] = mapped_column(BigInteger)
     cache_write_per_mtok_nano: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcTimeStamp, default=utcnow)
+
+    @property
+    def rates(self) -> Rates:
+        return Rates(
+            input=self.input_per_mtok_nano,
+            output=self.output_per_mtok_nano,
+            cache_read=self.cache_read_per_mtok_nano,
+            cache_write=self.cache_write_per_mtok_nano,
+        )

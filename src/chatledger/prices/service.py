@@ -127,12 +127,7 @@ async def _overrides(session: AsyncSession, project_id: str) -> tuple[cache.Over
                 provider=row.provider,
                 model_pattern=row.model_pattern,
                 effective_from=row.effective_from,
-                rates=Rates(
-                    input=row.input_per_mtok_nano,
-                    output=row.output_per_mtok_nano,
-                    cache_read=row.cache_read_per_mtok_nano,
-                    cache_write=row.cache_write_per_mtok_nano,
-                ),
+                rates=row.rates,
             )
             for row in rows
         )
