@@ -61,13 +61,38 @@ async def append(
 
     at = new.created_at or utcnow()
     seq = await runs.count_message(session, run.project_id, run.id, new.content, at)
-    inserted = await insert_if_absent(
+    if not await insert(session, run.project_id, run.id, seq, message_id, new, at):
+        # Lost a race with a concurrent append of the same id (possible on PostgreSQL,
+        # where the run lock only orders appends to one run): give the count back.
+        await _uncount(session, run.project_id, run.id)
+        existing = await session.get(Message, (run.project_id, message_id))
+        if existing is None:
+            # The id is another user's row, hidden by row-level security (PostgreSQL).
+            raise Conflict(f"message {message_id!r} already exists", id=message_id)
+        return _same_or_conflict(existing, run_id, new), False
+    message = await session.get(Message, (run.project_id, message_id))
+    assert message is not None
+    return message, True
+
+
+async def insert(
+    session: AsyncSession,
+    project_id: str,
+    run_id: str,
+    seq: int,
+    message_id: str,
+    new: NewMessage,
+    at: datetime,
+) -> bool:
+    """Insert a message's row at `seq` (counted into its run by the caller) unless its
+    id exists; True when this call inserted it."""
+    return await insert_if_absent(
         session,
         Message,
         {
-            "project_id": run.project_id,
+            "project_id": project_id,
             "id": message_id,
-            "run_id": run.id,
+            "run_id": run_id,
             "seq": seq,
             "parent_id": new.parent_id,
             "role": new.role,
@@ -80,18 +105,17 @@ async def append(
             "updated_at": at,
         },
     )
-    if not inserted:
-        # Lost a race with a concurrent append of the same id (possible on PostgreSQL,
-        # where the run lock only orders appends to one run): give the count back.
-        await _uncount(session, run.project_id, run.id)
-        existing = await session.get(Message, (run.project_id, message_id))
-        if existing is None:
-            # The id is another user's row, hidden by row-level security (PostgreSQL).
-            raise Conflict(f"message {message_id!r} already exists", id=message_id)
-        return _same_or_conflict(existing, run_id, new), False
-    message = await session.get(Message, (run.project_id, message_id))
-    assert message is not None
-    return message, True
+
+
+async def add_reply(session: AsyncSession, project_id: str, run_id: str, new: NewMessage) -> str:
+    """Append a reply the caller has just produced (its id new, its run known to be the
+    caller's): counted and inserted, two statements, nothing read. Returns its id."""
+    message_id = checked_id(new.id, "id")
+    at = new.created_at or utcnow()
+    seq = await runs.count_message(session, project_id, run_id, new.content, at)
+    if not await insert(session, project_id, run_id, seq, message_id, new, at):
+        raise Conflict(f"message {message_id!r} already exists", id=message_id)
+    return message_id
 
 
 def _same_or_conflict(existing: Message, run_id: str, new: NewMessage) -> Message:
@@ -128,12 +152,34 @@ async def get(session: AsyncSession, caller: Caller, message_id: str) -> Message
 
 async def list_messages(session: AsyncSession, caller: Caller, run_id: str) -> list[Message]:
     run = await runs.get(session, caller, run_id)
+    return await history(session, run.project_id, run.id)
+
+
+async def history(session: AsyncSession, project_id: str, run_id: str) -> list[Message]:
+    """A run the caller has just written to, read back for the model: its messages in
+    order (one read, no visibility check to repeat)."""
     stmt = (
         select(Message)
-        .where(Message.project_id == run.project_id, Message.run_id == run.id)
+        .where(Message.project_id == project_id, Message.run_id == run_id)
         .order_by(Message.seq)
     )
     return list(await session.scalars(stmt))
+
+
+async def mark(
+    session: AsyncSession,
+    project_id: str,
+    message_id: str,
+    status: str,
+    error: dict[str, Any] | None = None,
+) -> None:
+    """As `set_outcome`, by id, in one statement, for a message the caller has in hand."""
+    await session.execute(
+        update(Message)
+        .where(Message.project_id == project_id, Message.id == message_id)
+        .values(status=status, error=error, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def mark_answered(session: AsyncSession, project_id: str, message_id: str) -> None:

@@ -6,6 +6,7 @@ they cannot drift; `chatledger verify` proves it from the rows.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -68,13 +69,28 @@ async def ensure(
     A run that exists under another user of the project is not the caller's: 404.
     """
     run_id = checked_id(run_id, "run_id")
-    now = utcnow()
+    values = _new_run(caller, run_id, name, first_message, settings, metadata, created_at)
+    created = await insert_if_absent(session, Run, values)
+    return await get(session, caller, run_id), created
+
+
+def _new_run(
+    caller: Caller,
+    run_id: str,
+    name: str | None,
+    first_message: str | None,
+    settings: dict[str, Any] | None,
+    metadata: dict[str, Any] | None,
+    created_at: datetime | None,
+) -> dict[str, Any]:
+    """The columns of a new run of the caller's, empty."""
+    at = created_at or utcnow()
     if name is not None:
         # As `rename` does: a name longer than the column is a 500 on PostgreSQL.
         name = name.strip()[:NAME_COLUMN_LENGTH]
         if not name:
             raise InvalidInput("name", "must not be blank")
-    values = {
+    return {
         "project_id": caller.project_id,
         "id": run_id,
         "user_id": caller.user_id,
@@ -83,11 +99,79 @@ async def ensure(
         "settings": settings or {},
         "variable_values": {},
         "metadata": metadata or {},
-        "created_at": created_at or now,
-        "updated_at": created_at or now,
+        "created_at": at,
+        "updated_at": at,
     }
-    created = await insert_if_absent(session, Run, values)
-    return await get(session, caller, run_id), created
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The caller's run as a new message found it: the message counted in, the run's row
+    locked until commit."""
+
+    project_id: str
+    id: str
+    name: str
+    user_id: str
+    settings: dict[str, Any]
+    created: bool
+    seq: int  # the new message's position
+
+
+async def open_for_message(
+    session: AsyncSession,
+    caller: Caller,
+    run_id: str | None,
+    content: str,
+    at: datetime,
+    *,
+    name: str | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Opened:
+    """Count a new message into the caller's run, creating the run with it if absent (as
+    `ensure` then `count_message`, in one statement either way when nothing races).
+
+    The chat's first step: the run's columns come back from the write itself, so the
+    turn needs no read of it. A run of another user of the project is a 404.
+    """
+    if run_id is not None and (opened := await _count_in(session, caller, run_id, content, at)):
+        return opened
+    run_id = checked_id(run_id, "run_id")
+    values = _new_run(caller, run_id, name, content, settings, None, at)
+    counted = {"message_count": 1, "last_message_at": at, "last_message_preview": _preview(content)}
+    if await insert_if_absent(session, Run, {**values, **counted}):
+        return Opened(
+            caller.project_id,
+            run_id,
+            values["name"],
+            caller.user_id,
+            values["settings"],
+            created=True,
+            seq=1,
+        )
+    # Created meanwhile by a concurrent first message, or not the caller's run.
+    if opened := await _count_in(session, caller, run_id, content, at):
+        return opened
+    raise NotFound("run", run_id)
+
+
+async def _count_in(
+    session: AsyncSession, caller: Caller, run_id: str, content: str, at: datetime
+) -> Opened | None:
+    where = [Run.project_id == caller.project_id, Run.id == run_id]
+    if not caller.sees_all:
+        where.append(Run.user_id == caller.user_id)
+    stmt = (
+        update(Run)
+        .where(*where)
+        .values(_counted(content, at))
+        .returning(Run.name, Run.user_id, Run.settings, Run.message_count)
+    )
+    row = (await session.execute(stmt)).one_or_none()
+    if row is None:
+        return None
+    name, user_id, settings, seq = row
+    return Opened(caller.project_id, run_id, name, user_id, settings, created=False, seq=seq)
 
 
 async def list_runs(
@@ -157,18 +241,27 @@ async def count_message(
     stmt = (
         update(Run)
         .where(Run.project_id == project_id, Run.id == run_id)
-        .values(
-            message_count=Run.message_count + 1,
-            last_message_at=_latest(Run.last_message_at, at),
-            last_message_preview=content[:PREVIEW_LENGTH],
-            updated_at=_latest(Run.updated_at, at),
-        )
+        .values(_counted(content, at))
         .returning(Run.message_count)
     )
     seq = await session.scalar(stmt)
     if seq is None:
         raise NotFound("run", run_id)
     return seq
+
+
+def _counted(content: str, at: datetime) -> dict[Any, Any]:
+    """A run's columns once one more message is counted in."""
+    return {
+        Run.message_count: Run.message_count + 1,
+        Run.last_message_at: _latest(Run.last_message_at, at),
+        Run.last_message_preview: _preview(content),
+        Run.updated_at: _latest(Run.updated_at, at),
+    }
+
+
+def _preview(content: str) -> str:
+    return content[:PREVIEW_LENGTH]
 
 
 async def add_task_usage(

@@ -83,15 +83,14 @@ async def _authenticated(state: AppState, authorization: str | None) -> Caller:
     if state.no_auth:
         return Caller(state.settings.local_project, state.settings.local_user, sees_all=True)
     secret = _bearer(authorization)
+    key, role = None, None
     async with state.database.reading() as session:
-        key = await keys.authenticate(session, secret)
-        role = None
-        if key is not None:
-            role = (
-                "admin"
-                if key.kind == "service"
-                else await tenants.project_role(session, key.project_id, key.user_id)
-            )
+        if found := await keys.authenticate(session, secret):
+            key, role = found
+            if key.kind == "service":
+                role = "admin"
+            elif role is None:  # no role in the project itself: perhaps one in its org
+                role = await tenants.project_role(session, key.project_id, key.user_id)
     if key is None or role is None:
         raise HTTPException(401, "unknown or revoked API key", {"WWW-Authenticate": "Bearer"})
     state.rate_limiter.take(key.id)  # before the write below: a throttled request costs none

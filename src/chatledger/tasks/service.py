@@ -9,14 +9,15 @@ completion can never count a task twice.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatledger.db.types import utcnow
+from chatledger.db.types import UtcTimeStamp, utcnow
 from chatledger.db.upsert import insert_if_absent
 from chatledger.errors import Conflict, InvalidInput, NotFound
 from chatledger.ids import checked_id
@@ -115,12 +116,41 @@ async def create(
     call; an id already used for another run is a conflict.
     """
     task_id = checked_id(new.id, "id")
-    if not new.model:
-        raise InvalidInput("model", "is required")
     if run is None or run.id != new.run_id:
         run, _ = await runs.ensure(session, caller, new.run_id)
+    created, _ = await insert(session, run, new, task_id)
+    task = await get(session, caller, task_id)
+    if not created and task.run_id != run.id:
+        raise Conflict(f"task {task_id!r} belongs to another run", id=task_id)
+    return task, created
+
+
+class RunOfTask(Protocol):
+    """What a new task takes from its run (a `Run`, or the chat's `runs.Opened`)."""
+
+    @property
+    def project_id(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+
+
+async def insert(
+    session: AsyncSession,
+    run: RunOfTask,
+    new: NewTask,
+    task_id: str,
+    *,
+    first_attempt: bool = False,
+) -> tuple[bool, int]:
+    """Insert a task's row, `pending`, unless its id exists: True when this call inserted
+    it, and its attempt number. `first_attempt` says that no task can name the user
+    message yet (its id was made just now), so there is nothing to count."""
+    if not new.model:
+        raise InvalidInput("model", "is required")
     attempt = 1
-    if new.user_message_id is not None:
+    if new.user_message_id is not None and not first_attempt:
         await _serialize_attempts(session, run.project_id, new.user_message_id)
         previous = await session.scalar(
             select(func.count())
@@ -160,10 +190,7 @@ async def create(
             "heartbeat_at": now,
         },
     )
-    task = await get(session, caller, task_id)
-    if not created and task.run_id != run.id:
-        raise Conflict(f"task {task_id!r} belongs to another run", id=task_id)
-    return task, created
+    return created, attempt
 
 
 async def progress(
@@ -190,6 +217,52 @@ async def progress(
     return task
 
 
+_LIVE_LITERALS = ", ".join(f"'{status}'" for status in LIVE)
+
+
+async def progress_many(
+    session: AsyncSession, texts: Mapping[tuple[str, str], str]
+) -> dict[tuple[str, str], str | None]:
+    """Record streaming progress for many live tasks at once, keyed (project_id, task_id):
+    one statement whatever their number. Returns the tasks whose progress was *not*
+    recorded, with the status that stopped it (None: the task is gone).
+
+    For chatledger's own progress writer, which knows the tasks it writes (its turns
+    created them): nothing here checks who may see them.
+    """
+    if not texts:
+        return {}
+    params: dict[str, Any] = {}
+    rows = []
+    for n, ((project_id, task_id), text_so_far) in enumerate(texts.items()):
+        rows.append(f"(:p{n}, :t{n}, :x{n})")
+        params |= {f"p{n}": project_id, f"t{n}": task_id, f"x{n}": text_so_far}
+    # A CTE with named columns: the one spelling of UPDATE … FROM (VALUES …) that SQLite
+    # and PostgreSQL both take. The guard is `progress`'s: an ended task stays ended.
+    stmt = text(
+        f"WITH progress (project_id, id, response_text) AS (VALUES {', '.join(rows)})"
+        " UPDATE tasks SET status = 'streaming', response_text = progress.response_text,"
+        " heartbeat_at = :now, updated_at = :now"
+        " FROM progress"
+        " WHERE tasks.project_id = progress.project_id AND tasks.id = progress.id"
+        f" AND tasks.status IN ({_LIVE_LITERALS})"
+        " RETURNING tasks.project_id, tasks.id"
+    ).bindparams(bindparam("now", type_=UtcTimeStamp()))
+    written = {tuple(row) for row in await session.execute(stmt, {**params, "now": utcnow()})}
+    missed = [key for key in texts if key not in written]
+    if not missed:
+        return {}
+    found = {
+        (row.project_id, row.id): row.status
+        for row in await session.execute(
+            select(Task.project_id, Task.id, Task.status).where(
+                tuple_(Task.project_id, Task.id).in_(missed)
+            )
+        )
+    }
+    return {key: found.get(key) for key in missed}
+
+
 async def finish(
     session: AsyncSession, caller: Caller, task_id: str, outcome: Outcome
 ) -> tuple[Task, bool]:
@@ -198,12 +271,41 @@ async def finish(
     Replaying the same outcome returns the stored task unchanged; a different outcome
     for a task that already ended is a conflict.
     """
-    if outcome.status not in TERMINAL:
-        raise InvalidInput("status", f"must be one of {', '.join(TERMINAL)}")
+    _check_terminal(outcome)
     task = await get(session, caller, task_id)
     if task.is_terminal:
         return _replayed(task, outcome), False
+    ended = await end(session, task, outcome)
+    if ended is not None:
+        return ended, True
+    # Another transaction ended it between our read and our update. Our copy was read
+    # before that transaction committed: read what it stored (or NotFound, when it was
+    # deleted with its run).
+    stored = await get(session, caller, task_id, fresh=True)
+    if not stored.is_terminal:  # only the sweeper's guard can miss a live task
+        return stored, False
+    return _replayed(stored, outcome), False
 
+
+class LiveTask(Protocol):
+    """What ending a task needs to know of it beforehand (a `Task`, or a chat's plan)."""
+
+    @property
+    def project_id(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+
+
+async def end(session: AsyncSession, task: LiveTask, outcome: Outcome) -> Task | None:
+    """The terminal transition itself: one guarded UPDATE, and the run's aggregates and
+    daily usage moved in the same transaction only when it changed the row. None when
+    the guard matched nothing (the task had ended, or is gone); the caller, who knows
+    how it read the task, says what that means."""
+    _check_terminal(outcome)
     at = outcome.completed_at or utcnow()
     tokens = outcome.usage or TokenUsage()
     values: dict[str, Any] = {
@@ -231,18 +333,12 @@ async def finish(
         .where(*guard)
         .values(**values)
         .returning(Task)
-        # See `progress`: a guard that matched nothing must leave `task` as stored.
+        # See `progress`: a guard that matched nothing must leave a loaded copy as stored.
         .execution_options(populate_existing=True, synchronize_session=False)
     )
-    ended = await session.scalar(stmt)
-    if ended is None:  # another transaction ended it between our read and our update
-        # Our copy was read before that transaction committed: read what it stored (or
-        # NotFound, when it was deleted with its run).
-        stored = await get(session, caller, task_id, fresh=True)
-        if not stored.is_terminal:  # only the sweeper's guard can miss a live task
-            return stored, False
-        return _replayed(stored, outcome), False
-
+    ended: Task | None = await session.scalar(stmt)
+    if ended is None:
+        return None
     await runs.add_task_usage(
         session,
         ended.project_id,
@@ -254,7 +350,12 @@ async def finish(
         at=at,
     )
     await usage.count_task(session, ended)
-    return ended, True
+    return ended
+
+
+def _check_terminal(outcome: Outcome) -> None:
+    if outcome.status not in TERMINAL:
+        raise InvalidInput("status", f"must be one of {', '.join(TERMINAL)}")
 
 
 async def _serialize_attempts(session: AsyncSession, project_id: str, message_id: str) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatledger.db.types import utcnow
 from chatledger.errors import InvalidInput, NotFound
 from chatledger.ids import new_id
-from chatledger.tenants.models import ApiKey
+from chatledger.tenants.models import ApiKey, Membership
 
 KINDS = ("user", "service")
 PREFIX_LENGTH = 12
@@ -55,12 +55,24 @@ async def create(
     return NewKey(key, secret)
 
 
-async def authenticate(session: AsyncSession, secret: str) -> ApiKey | None:
-    """The live key with this secret, or None (unknown and revoked keys alike)."""
-    key = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == hash_secret(secret)))
-    if key is None or key.revoked_at is not None:
+async def authenticate(session: AsyncSession, secret: str) -> tuple[ApiKey, str | None] | None:
+    """The live key with this secret and its user's own role in the key's project (None:
+    no membership of the project itself; an org's role is looked up apart), in one read:
+    every request asks both."""
+    own_role = (
+        select(Membership.role)
+        .where(
+            Membership.scope == "project",
+            Membership.scope_id == ApiKey.project_id,
+            Membership.user_id == ApiKey.user_id,
+        )
+        .scalar_subquery()
+    )
+    stmt = select(ApiKey, own_role).where(ApiKey.secret_hash == hash_secret(secret))
+    row = (await session.execute(stmt)).one_or_none()
+    if row is None or row[0].revoked_at is not None:
         return None
-    return key
+    return row[0], row[1]
 
 
 def needs_touch(key: ApiKey) -> bool:
