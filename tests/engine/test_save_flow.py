@@ -297,7 +297,9 @@ async def test_progress_writes_are_debounced(settings: Settings) -> None:
 
         def count(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
             values = params.values() if isinstance(params, Mapping) else params or ()
-            if statement.lstrip().upper().startswith("UPDATE TASKS") and "streaming" in values:
+            said = statement.upper()
+            # The progress writer's statement names the status; `tasks.progress` binds it.
+            if "UPDATE TASKS" in said and ("'STREAMING'" in said or "streaming" in values):
                 progress_writes.append(time.monotonic())
 
         sync_engine = ledger.database.write_engine.sync_engine
@@ -543,8 +545,9 @@ async def new_task(ledger: Ledger) -> Task:
 
 async def test_progress_writer_writes_at_most_once_per_interval(ledger: Ledger) -> None:
     task = await new_task(ledger)
-    writer = ProgressWriter(ledger.database, ledger.caller, task.id, interval_s=1.0, heartbeat_s=60)
-    writer.start()
+    writer = ProgressWriter(ledger.database, interval_s=1.0, heartbeat_s=60).follow(
+        task.project_id, task.id
+    )
     try:
         text = ""
         for i in range(30):  # faster than a write takes: the first one is in flight
@@ -564,10 +567,9 @@ async def test_progress_writer_writes_at_most_once_per_interval(ledger: Ledger) 
 
 async def test_progress_writer_heartbeats_while_the_model_is_silent(ledger: Ledger) -> None:
     task = await new_task(ledger)
-    writer = ProgressWriter(
-        ledger.database, ledger.caller, task.id, interval_s=0.02, heartbeat_s=0.1
+    writer = ProgressWriter(ledger.database, interval_s=0.02, heartbeat_s=0.1).follow(
+        task.project_id, task.id
     )
-    writer.start()
     try:
         await within(10, lambda: _async(writer.writes >= 2))
     finally:
@@ -581,10 +583,9 @@ async def test_progress_writer_stops_when_the_task_ended_elsewhere(ledger: Ledge
     task = await new_task(ledger)
     async with ledger.database.transaction() as session:
         await tasks.finish(session, ledger.caller, task.id, tasks.Outcome("cancelled"))
-    writer = ProgressWriter(
-        ledger.database, ledger.caller, task.id, interval_s=0.02, heartbeat_s=60
+    writer = ProgressWriter(ledger.database, interval_s=0.02, heartbeat_s=60).follow(
+        task.project_id, task.id
     )
-    writer.start()
     try:
         writer.note("too late")
         await within(10, lambda: _async(writer.ended_as is not None))

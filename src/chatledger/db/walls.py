@@ -64,6 +64,17 @@ def acting_as(scope: Scope) -> Iterator[None]:
         _bound.reset(token)
 
 
+@contextlib.contextmanager
+def acting_as_chatledger() -> Iterator[None]:
+    """Transactions opened inside this block (and tasks started in it) are chatledger's
+    own work, whoever the surrounding context acts for."""
+    token = _bound.set(None)
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
 def bound() -> Scope | None:
     """The caller the current context acts for, if any."""
     return _bound.get()

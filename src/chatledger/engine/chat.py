@@ -27,12 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatledger import pricing
 from chatledger.config import Settings
 from chatledger.db.engine import Database
+from chatledger.db.types import utcnow
 from chatledger.engine import usage as turn_usage
 from chatledger.engine.events import ChatEvent, EventLog
-from chatledger.engine.progress import ProgressWriter
+from chatledger.engine.progress import Progress, ProgressWriter
 from chatledger.engine.turn import ChatRequest, TurnPlan, TurnResult
 from chatledger.errors import Conflict, InvalidInput, ProviderError
-from chatledger.ids import checked_id, new_id
+from chatledger.ids import checked_id
 from chatledger.messages import service as messages
 from chatledger.messages.models import Message
 from chatledger.prompts import chat as prompt_chat
@@ -96,6 +97,11 @@ class ChatEngine:
         # This engine's model providers, configured by its own settings.
         self.providers = providers or Providers(settings)
         self._live: set[asyncio.Task[TurnResult]] = set()
+        self._progress = ProgressWriter(
+            database,
+            interval_s=settings.stream_debounce_ms / 1000,
+            heartbeat_s=settings.task_lease_seconds / 3,
+        )
         # The turns in flight in this process, by (project, task id), so that a client
         # that lost its stream can follow the reply again (`GET /v1/tasks/{id}/stream`).
         self._turns: dict[tuple[str, str], Turn] = {}
@@ -158,27 +164,42 @@ class ChatEngine:
         prompt = await prompt_chat.for_chat(session, caller, req.prompt, req.variables, req.run_id)
         model_string = req.model or prompt_chat.model_of(prompt) or self.settings.default_model
         self.providers.resolve(model_string)  # an unknown model is a 422 before anything is written
-        run, run_created = await runs.ensure(
-            session,
-            caller,
-            req.run_id,
-            name=req.run_name,
-            first_message=req.content,
-            # The run remembers its model; per-turn settings stay with the turn's task.
-            settings={"model": model_string},
-        )
-        if prompt is not None:
+        # The run remembers its model; per-turn settings stay with the turn's task.
+        run_settings = {"model": model_string}
+        run_id, created_with_prompt = req.run_id, False
+        if prompt is not None:  # the prompt's messages go first: the run must exist
+            run, created_with_prompt = await runs.ensure(
+                session,
+                caller,
+                req.run_id,
+                name=req.run_name,
+                first_message=req.content,
+                settings=run_settings,
+            )
             await prompt_chat.start_run(session, caller, run, prompt)
-        message_id = checked_id(req.message_id, "message.id")
-        task = await self._create_task(session, caller, run, req, message_id)
-        await messages.append(
-            session,
-            caller,
-            run.id,
-            messages.NewMessage(role="user", content=req.content, id=message_id, task_id=task.id),
-            run=run,
+            run_id = run.id
+        at = utcnow()
+        run_opened = await runs.open_for_message(
+            session, caller, run_id, req.content, at, name=req.run_name, settings=run_settings
         )
-        return await self._plan(session, caller, run, run_created, task, message_id)
+        message_id = checked_id(req.message_id, "message.id")
+        # A message id made just now cannot have been named by any task yet.
+        task = await self._create_task(
+            session, caller, run_opened, req, message_id, first_attempt=req.message_id is None
+        )
+        message = messages.NewMessage(role="user", content=req.content, task_id=task.id)
+        if not await messages.insert(
+            session, run_opened.project_id, run_opened.id, run_opened.seq, message_id, message, at
+        ):
+            # Sent twice at once: the other request stored it (and answers it).
+            raise Conflict(f"message {message_id!r} already exists", id=message_id)
+        if run_opened.created and prompt is None:
+            history = [ChatMessage("user", req.content)]  # a new run holds just this
+        else:
+            history = await self._history(session, run_opened.project_id, run_opened.id, message_id)
+        return self._plan(
+            run_opened, run_opened.created or created_with_prompt, task, message_id, True, history
+        )
 
     async def _plan_retry(
         self, session: AsyncSession, caller: Caller, message_id: str, req: ChatRequest | None
@@ -187,30 +208,38 @@ class ChatEngine:
         if message.role != "user":
             raise InvalidInput("message_id", "only a user message can be retried")
         run = await runs.get(session, caller, message.run_id)
-        for task in await tasks.answering(session, run, message.id):
-            if task.status == "completed":
-                raise Conflict(f"message {message.id!r} was already answered", task_id=task.id)
-            if not task.is_terminal:
-                raise Conflict(f"message {message.id!r} is being answered", task_id=task.id)
+        for attempt in await tasks.answering(session, run, message.id):
+            if attempt.status == "completed":
+                raise Conflict(f"message {message.id!r} was already answered", task_id=attempt.id)
+            if not attempt.is_terminal:
+                raise Conflict(f"message {message.id!r} is being answered", task_id=attempt.id)
         req = req or ChatRequest(content=message.content)
         task = await self._create_task(session, caller, run, req, message.id)
         message.task_id = task.id
         await messages.set_outcome(session, message, "complete", None)
-        return await self._plan(session, caller, run, False, task, message.id)
+        history = await self._history(session, run.project_id, run.id, message.id)
+        return self._plan(run, False, task, message.id, False, history)
 
     async def _create_task(
-        self, session: AsyncSession, caller: Caller, run: Run, req: ChatRequest, message_id: str
-    ) -> Task:
+        self,
+        session: AsyncSession,
+        caller: Caller,
+        run: Run | runs.Opened,
+        req: ChatRequest,
+        message_id: str,
+        *,
+        first_attempt: bool = False,
+    ) -> _NewTask:
         model_string = req.model or run.settings.get("model") or self.settings.default_model
         provider, model = self.providers.resolve(model_string)
         settings = {**run.settings, **req.settings}
         settings.pop("model", None)
         provider.check_settings(settings)
-        task, created = await tasks.create(
+        task_id = checked_id(req.task_id, "id")
+        created, attempt = await tasks.insert(
             session,
-            caller,
+            run,
             tasks.NewTask(
-                id=req.task_id,
                 run_id=run.id,
                 model=model,
                 provider=provider.name,
@@ -219,39 +248,47 @@ class ChatEngine:
                 task_name="chat",
                 request={"model": model_string, "settings": settings},
             ),
-            run=run,  # ensured by this transaction already
+            task_id,
+            first_attempt=first_attempt,
         )
         if not created:
-            raise Conflict(f"task {task.id!r} already exists", id=task.id)
-        return task
+            raise Conflict(f"task {task_id!r} already exists", id=task_id)
+        return _NewTask(task_id, attempt, model_string, settings)
 
-    async def _plan(
-        self,
-        session: AsyncSession,
-        caller: Caller,
-        run: Run,
-        run_created: bool,
-        task: Task,
-        message_id: str,
-    ) -> TurnPlan:
-        provider, model = self.providers.resolve(task.request["model"])
-        history = [
+    @staticmethod
+    async def _history(
+        session: AsyncSession, project_id: str, run_id: str, message_id: str
+    ) -> list[ChatMessage]:
+        return [
             ChatMessage(m.role, m.content)
-            for m in await messages.list_messages(session, caller, run.id)
+            for m in await messages.history(session, project_id, run_id)
             # Messages whose exchange failed are not part of the conversation, except
             # the one being answered now.
             if m.status == "complete" or m.id == message_id
         ]
+
+    def _plan(
+        self,
+        run: Run | runs.Opened,
+        run_created: bool,
+        task: _NewTask,
+        message_id: str,
+        new_message: bool,
+        history: list[ChatMessage],
+    ) -> TurnPlan:
+        provider, model = self.providers.resolve(task.model_string)
         return TurnPlan(
+            project_id=run.project_id,
             run_id=run.id,
             run_name=run.name,
             run_created=run_created,
             task_id=task.id,
             attempt=task.attempt,
             user_message_id=message_id,
+            new_message=new_message,
             provider=provider,
             model=model,
-            request=ModelRequest(model, tuple(history), task.request["settings"]),
+            request=ModelRequest(model, tuple(history), task.settings),
         )
 
     async def _launch(self, caller: Caller, plan: TurnPlan) -> Turn:
@@ -277,14 +314,7 @@ class ChatEngine:
 
     async def _reply(self, caller: Caller, turn: Turn) -> TurnResult:
         plan, log = turn.plan, turn.log
-        writer = ProgressWriter(
-            self.database,
-            caller,
-            plan.task_id,
-            interval_s=self.settings.stream_debounce_ms / 1000,
-            heartbeat_s=self.settings.task_lease_seconds / 3,
-        )
-        writer.start()
+        writer = self._progress.follow(plan.project_id, plan.task_id)
         got = _Received()
         try:
             # Closed however the loop ends (break, cancel), so the provider's connection
@@ -322,10 +352,7 @@ class ChatEngine:
         ended_as = writer.ended_as or "ended"
         error = {"kind": ended_as, "message": f"the task was {ended_as}"}
         async with self.database.transaction() as session:
-            user_message = await messages.get(session, caller, plan.user_message_id)
-            await messages.set_outcome(
-                session, user_message, "error", {**error, "task_id": plan.task_id}
-            )
+            await _mark_failed(session, plan, error)
         log.emit("error", error)
         log.close()
         return TurnResult(
@@ -350,21 +377,21 @@ class ChatEngine:
             total_ms=got.elapsed_ms(),
         )
         async with self.database.transaction() as session:
-            task, _ = await tasks.finish(session, caller, plan.task_id, outcome)
-            assistant, _ = await messages.append(
+            task = await _end(session, caller, plan, outcome)
+            assistant_id = await messages.add_reply(
                 session,
-                caller,
+                plan.project_id,
                 plan.run_id,
                 messages.NewMessage(
                     role="assistant",
                     content=text,
-                    id=new_id(),
                     task_id=task.id,
                     parent_id=plan.user_message_id,
                     metadata={"model": task.model},
                 ),
             )
-            await messages.mark_answered(session, task.project_id, plan.user_message_id)
+            if not plan.new_message:  # a retried message may say its last reply failed
+                await messages.mark_answered(session, plan.project_id, plan.user_message_id)
         log.emit("usage", usage_event(task))
         result = TurnResult(
             run_id=plan.run_id,
@@ -372,20 +399,20 @@ class ChatEngine:
             user_message_id=plan.user_message_id,
             status="completed",
             text=text,
-            assistant_message_id=assistant.id,
+            assistant_message_id=assistant_id,
             usage=usage,
             cost_nano=task.cost_nano,
             price_source=task.price_source,
             ttft_ms=task.ttft_ms,
             total_ms=task.total_ms,
         )
-        log.emit("done", {"task_id": task.id, "message_id": assistant.id, "status": "completed"})
+        log.emit("done", {"task_id": task.id, "message_id": assistant_id, "status": "completed"})
         log.close()
         return result
 
     async def _record_failure(
         self,
-        writer: ProgressWriter,
+        writer: Progress,
         caller: Caller,
         plan: TurnPlan,
         log: EventLog,
@@ -406,11 +433,8 @@ class ChatEngine:
             total_ms=got.elapsed_ms(),
         )
         async with self.database.transaction() as session:
-            task, _ = await tasks.finish(session, caller, plan.task_id, outcome)
-            user_message = await messages.get(session, caller, plan.user_message_id)
-            await messages.set_outcome(
-                session, user_message, "error", {**error, "task_id": task.id}
-            )
+            task = await _end(session, caller, plan, outcome)
+            await _mark_failed(session, plan, error)
         log.emit("error", error)
         log.close()
         return TurnResult(
@@ -426,6 +450,23 @@ class ChatEngine:
             total_ms=task.total_ms,
             error=error,
         )
+
+
+async def _end(
+    session: AsyncSession, caller: Caller, plan: TurnPlan, outcome: tasks.Outcome
+) -> Task:
+    """End the turn's task: straight to the guarded UPDATE, the turn knowing its task."""
+    ended = await tasks.end(session, plan.task, outcome)
+    if ended is None:  # ended meanwhile elsewhere: answered as a replay (or its conflict)
+        ended, _ = await tasks.finish(session, caller, plan.task_id, outcome)
+    return ended
+
+
+async def _mark_failed(session: AsyncSession, plan: TurnPlan, error: dict[str, Any]) -> None:
+    """The user message's exchange failed: it says so, and which task failed it."""
+    await messages.mark(
+        session, plan.project_id, plan.user_message_id, "error", {**error, "task_id": plan.task_id}
+    )
 
 
 def usage_event(task: Task) -> dict[str, Any]:
@@ -461,6 +502,16 @@ def _report_crash(job: asyncio.Task[TurnResult]) -> None:
     # the reply crashed (it is recorded as failed), rather than asyncio's "never retrieved".
     if not job.cancelled() and (error := job.exception()) is not None:
         logger.error("reply %s crashed", job.get_name(), exc_info=error)
+
+
+@dataclass(frozen=True)
+class _NewTask:
+    """The task a turn's first transaction created."""
+
+    id: str
+    attempt: int
+    model_string: str  # as asked (`provider:model` or a bare model)
+    settings: dict[str, Any]
 
 
 @dataclass

@@ -1,10 +1,19 @@
-"""The debounced progress writer: while a reply streams, its text so far is saved at most
-once per interval (status `streaming`), in a short transaction of its own, so that a
-crash loses at most one interval of text and no DB session is held for the stream.
+"""The debounced progress writer: while replies stream, the text of each so far is saved
+at most once per interval (status `streaming`), so that a crash loses at most one
+interval of text and no DB session is held for a stream.
 
-The first text is written at once, so `streaming` shows as soon as the model answers.
-A heartbeat is written even without new text, so a slow model is not mistaken for a
-dead writer by the sweeper.
+One writer serves every reply an engine streams. On each tick it writes all the replies
+that have something new in one statement (`tasks.progress_many`), in one short
+transaction: 200 live replies cost one write per interval, not 200, and on SQLite they
+queue once for the single writer instead of 200 times.
+
+The first text of a reply wakes the writer at once, so `streaming` shows as soon as the
+model answers (other replies with news ride along). A heartbeat is written even without
+new text, so a slow model is not mistaken for a dead writer by the sweeper.
+
+The writer works as chatledger itself, not as any one caller (see db/walls.py): it
+writes only the tasks its engine's turns created, by their (project, id), and the
+statement's guard leaves a task that has ended as it is.
 """
 
 from __future__ import annotations
@@ -14,91 +23,124 @@ import contextlib
 import logging
 import time
 
+from chatledger.db import walls
 from chatledger.db.engine import Database
-from chatledger.errors import Conflict
 from chatledger.tasks import service as tasks
-from chatledger.tenants.caller import Caller
 
 log = logging.getLogger(__name__)
 
+TaskKey = tuple[str, str]  # (project_id, task_id)
 
-class ProgressWriter:
-    def __init__(
-        self,
-        database: Database,
-        caller: Caller,
-        task_id: str,
-        *,
-        interval_s: float,
-        heartbeat_s: float,
-    ) -> None:
-        self._database = database
-        self._caller = caller
-        self._task_id = task_id
-        self._interval_s = interval_s
-        self._heartbeat_s = heartbeat_s
-        self._text = ""
-        self._saved_text: str | None = None
-        self._saved_at = time.monotonic()
-        self._closing = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._loop: asyncio.Task[None] | None = None
+
+class Progress:
+    """One reply's share of the writer: note its text as it grows, close it when the
+    reply is over."""
+
+    def __init__(self, writer: ProgressWriter, key: TaskKey) -> None:
+        self.key = key
+        self.text = ""
+        self.saved_text: str | None = None  # None until the first write
+        self.saved_at = time.monotonic()
         self.writes = 0
         # Set when the task ended elsewhere (cancelled through the API): stop streaming.
         self.ended_as: str | None = None
-
-    def start(self) -> None:
-        self._loop = asyncio.create_task(self._run(), name=f"progress:{self._task_id}")
+        self._writer = writer
 
     def note(self, text: str) -> None:
-        """The reply's text so far; written on the next tick (the first one at once)."""
-        self._text = text
-        if self._saved_text is None:
-            self._wake.set()
+        """The reply's text so far; written on a coming tick (the first text at once)."""
+        self.text = text
+        if self.saved_text is None:
+            self._writer.wake()
 
     async def close(self) -> None:
-        """Stop writing. A write in flight finishes first: it is never cut in half."""
-        self._closing.set()
+        """Stop writing this reply. A write of it in flight finishes first: it is never
+        cut in half, and none lands after this returns."""
+        await self._writer.forget(self)
+
+    def due(self, now: float, interval_s: float, heartbeat_s: float) -> bool:
+        if self.saved_text is None:
+            return self.text != "" or now - self.saved_at >= heartbeat_s
+        if self.text != self.saved_text and now - self.saved_at >= interval_s:
+            return True
+        return now - self.saved_at >= heartbeat_s
+
+
+class ProgressWriter:
+    def __init__(self, database: Database, *, interval_s: float, heartbeat_s: float) -> None:
+        self._database = database
+        self._interval_s = interval_s
+        self._heartbeat_s = heartbeat_s
+        self._live: dict[TaskKey, Progress] = {}
+        self._wake = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
+        # The write in flight and the replies it carries: closing one of them waits.
+        self._writing: asyncio.Future[None] | None = None
+        self._carried: set[TaskKey] = set()
+        self.statements = 0  # writes sent, all replies together
+
+    def follow(self, project_id: str, task_id: str) -> Progress:
+        """Start writing a reply's progress."""
+        progress = Progress(self, (project_id, task_id))
+        self._live[progress.key] = progress
+        if self._loop is None or self._loop.done():
+            self._wake = asyncio.Event()  # of this event loop, whichever it is now
+            # Started with no caller bound, whoever asks first: the writer is
+            # chatledger's own work and writes for every caller's replies.
+            with walls.acting_as_chatledger():
+                self._loop = asyncio.create_task(self._run(), name="progress-writer")
+        return progress
+
+    def wake(self) -> None:
         self._wake.set()
-        if self._loop is not None:
-            # Shielded: cancelling whoever closes must not cancel the loop itself, or a
-            # later close() (the one that records the cancellation) would raise.
-            await asyncio.shield(self._loop)
+
+    async def forget(self, progress: Progress) -> None:
+        self._live.pop(progress.key, None)
+        writing = self._writing
+        if writing is not None and progress.key in self._carried:
+            # Shielded: cancelling whoever closes must not cancel the write of others.
+            await asyncio.shield(writing)
 
     async def _run(self) -> None:
-        while not self._closing.is_set():
+        # Ends when no reply is left to follow; the next reply starts it again.
+        while self._live:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._next_tick())
+                await asyncio.wait_for(self._wake.wait(), timeout=self._tick())
             self._wake.clear()
-            if self._closing.is_set():
-                return
-            changed = self._text != (self._saved_text or "")
-            heartbeat_due = time.monotonic() - self._saved_at >= self._heartbeat_s
-            if changed or heartbeat_due:
-                await self._write()
-                # Text noted while the first write was in flight waits for the next tick:
-                # it must not cause a second write straight after the first.
-                self._wake.clear()
+            await self._write_due()
 
-    def _next_tick(self) -> float:
-        if self._interval_s <= 0:
-            return 0.005
-        return min(self._interval_s, self._heartbeat_s)
+    def _tick(self) -> float:
+        # Half an interval: a reply waits at most 1.5 intervals for its text to be saved.
+        return max(min(self._interval_s, self._heartbeat_s) / 2, 0.005)
 
-    async def _write(self) -> None:
-        text = self._text
+    async def _write_due(self) -> None:
+        now = time.monotonic()
+        due = [
+            progress
+            for progress in self._live.values()
+            if progress.due(now, self._interval_s, self._heartbeat_s)
+        ]
+        if not due:
+            return
+        texts = {progress.key: progress.text for progress in due}
+        self._writing = asyncio.get_running_loop().create_future()
+        self._carried = set(texts)
         try:
             async with self._database.transaction() as session:
-                await tasks.progress(session, self._caller, self._task_id, text)
-        except Conflict as exc:
-            self.ended_as = str(exc.details.get("status", "ended"))
-            self._closing.set()
-            return
+                stopped = await tasks.progress_many(session, texts)
+            self.statements += 1
         except Exception:
             # Progress is best effort: the completion carries the final text anyway, and
-            # a failed tick must not end the reply. The next tick tries again.
-            log.warning("progress write for task %s failed", self._task_id, exc_info=True)
+            # a failed tick must not end the replies. The next tick tries again.
+            log.warning("progress write for %d replies failed", len(due), exc_info=True)
             return
-        self.writes += 1
-        self._saved_text = text
-        self._saved_at = time.monotonic()
+        finally:
+            self._writing.set_result(None)
+            self._writing, self._carried = None, set()
+        for progress in due:
+            if progress.key in stopped:
+                progress.ended_as = stopped[progress.key] or "deleted"
+                self._live.pop(progress.key, None)
+                continue
+            progress.writes += 1
+            progress.saved_text = texts[progress.key]
+            progress.saved_at = now

@@ -31,15 +31,31 @@ class TurnPlan:
     """Everything the stream needs, read in the first transaction, so that no DB session
     is held while the model talks."""
 
+    project_id: str
     run_id: str
     run_name: str
     run_created: bool
     task_id: str
     attempt: int
     user_message_id: str
+    # Stored by this turn (status `complete`): its reply's success has nothing to mark.
+    new_message: bool
     provider: Provider
     model: str
     request: ModelRequest
+
+    @property
+    def task(self) -> PlannedTask:
+        """The turn's task, as ending it needs to know it (`tasks.end`)."""
+        return PlannedTask(self.project_id, self.task_id, self.provider.name, self.model)
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    project_id: str
+    id: str
+    provider: str
+    model: str
 
 
 @dataclass(frozen=True)
