@@ -7,7 +7,8 @@ SQLite has a single writer. Two engines keep that from ever surfacing as "databa
 locked": reads use deferred transactions on their own pool, and write transactions are
 serialised in-process by a lock and open with `BEGIN IMMEDIATE`, which takes the write
 lock up front (waiting up to busy_timeout for another process) instead of failing when a
-read transaction later tries to upgrade itself to a write.
+read transaction later tries to upgrade itself to a write. SQLite's statements run on
+the event loop's own thread (sqlite_inline.py).
 
 On PostgreSQL a transaction opened while a caller is bound (`walls.acting_as`) starts
 behind that caller's row-level security wall (see walls.py).
@@ -32,7 +33,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.util.concurrency import in_greenlet
 
-from chatledger.db import walls
+from chatledger.db import sqlite_inline, walls
 from chatledger.errors import Busy
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -43,15 +44,18 @@ SQLITE_PRAGMAS = (
     # In WAL mode NORMAL is crash-safe for the database; the last commits may be lost on a
     # power cut (not a process crash), a fair trade for not fsyncing every commit.
     "PRAGMA synchronous=NORMAL",
-    # Another process (the CLI beside a server) holding the write lock: wait, don't fail.
-    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     # SQLite ignores foreign keys unless asked, per connection.
     "PRAGMA foreign_keys=ON",
 )
 
 
 def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    # Statements run on the event loop's thread, not aiosqlite's (see sqlite_inline.py),
+    # which also owns waiting for another process that holds the write lock: up to
+    # SQLITE_BUSY_TIMEOUT_MS, without blocking the loop.
+    engine = create_async_engine(
+        url, async_creator=sqlite_inline.connector(url, SQLITE_BUSY_TIMEOUT_MS / 1000)
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -1,0 +1,181 @@
+"""SQLite on the event loop's own thread.
+
+aiosqlite runs each call of a connection on a thread of its own and hands the result
+back through the event loop. SQLAlchemy's adapter makes four such calls per statement
+(open a cursor, enter it, execute, fetch, close) and one per BEGIN or COMMIT: ~1 ms of
+thread hand-offs per statement, where SQLite itself takes 5-50 µs to run one of
+chatledger's (an indexed read, a write of a few rows, from the page cache). The save
+flow spent most of its time crossing threads, and under load every hop also waits for
+the loop.
+
+`connect` gives SQLAlchemy's aiosqlite dialect (as its `async_creator`) a connection
+with aiosqlite's interface whose calls run at once, on the loop's thread. Only one thing
+could make a call wait long: the write lock held by another process (the CLI beside a
+server). That wait must not freeze the loop, so the connection never waits inside
+SQLite (its busy timeout is 0): a statement SQLite reports busy is retried after an
+`asyncio.sleep`, until the busy timeout chatledger was configured with has passed. SQLite
+allows that retry for a BEGIN, a COMMIT, or a statement outside a transaction; a busy
+statement inside a transaction (rare in WAL mode: the write transaction took its lock
+with `BEGIN IMMEDIATE`) fails at once, as "database is locked", which the service
+answers with 503 and Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
+from sqlalchemy.engine import URL
+
+T = TypeVar("T")
+
+_FIRST_PAUSE_S = 0.001
+_LONGEST_PAUSE_S = 0.05
+
+
+def connector(url: URL, busy_timeout_s: float) -> Callable[[], Any]:
+    """The `async_creator` for an engine on `url`: each call opens one connection."""
+    args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(url)
+    (database,) = args
+    # The dialect's own arguments (a file name, a URI flag), but SQLite must never wait
+    # for a lock itself (see above); the connection is used by one task at a time.
+    kwargs = {**kwargs, "timeout": 0, "check_same_thread": False}
+
+    async def connect() -> InlineConnection:
+        raw = sqlite3.connect(database, **kwargs)
+        return InlineConnection(raw, busy_timeout_s)
+
+    return connect
+
+
+class InlineConnection:
+    """An aiosqlite-shaped connection that runs everything on the calling thread."""
+
+    def __init__(self, raw: sqlite3.Connection, busy_timeout_s: float) -> None:
+        self._conn = raw
+        self._connection: sqlite3.Connection | None = raw  # None once closed
+        self._busy_timeout_s = busy_timeout_s
+        # SQLAlchemy's adapter sets `isolation_level` through aiosqlite's job queue.
+        self._tx = _RunNow()
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._conn.isolation_level
+
+    def cursor(self) -> InlineCursor:
+        return InlineCursor(self, self._conn.cursor())
+
+    async def execute(self, sql: str, parameters: Any = ()) -> InlineCursor:
+        cursor = self.cursor()
+        await cursor.execute(sql, parameters)
+        return cursor
+
+    async def commit(self) -> None:
+        await self.run(self._conn.commit, retryable=True)
+
+    async def rollback(self) -> None:
+        self._conn.rollback()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection = None
+            self._conn.close()
+
+    def stop(self) -> None:
+        if self._connection is not None:
+            self._connection = None
+            self._conn.close()
+
+    async def create_function(self, *args: Any, **kwargs: Any) -> None:
+        self._conn.create_function(*args, **kwargs)
+
+    async def run(self, call: Callable[[], T], *, retryable: bool = False) -> T:
+        """`call()`, retried while SQLite says another connection holds the lock, when
+        SQLite allows a retry: `retryable`, or no transaction open before the call."""
+        retryable = retryable or not self._conn.in_transaction
+        pause, waited = _FIRST_PAUSE_S, 0.0
+        while True:
+            try:
+                return call()
+            except sqlite3.OperationalError as exc:
+                if not (retryable and _is_busy(exc) and waited < self._busy_timeout_s):
+                    raise
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, _LONGEST_PAUSE_S)
+
+
+class InlineCursor:
+    """An aiosqlite-shaped cursor over a sqlite3 one."""
+
+    def __init__(self, connection: InlineConnection, raw: sqlite3.Cursor) -> None:
+        self._connection = connection
+        self._cursor = raw
+
+    async def __aenter__(self) -> InlineCursor:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._cursor.close()
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value
+
+    async def execute(self, sql: str, parameters: Any = ()) -> InlineCursor:
+        await self._connection.run(lambda: self._cursor.execute(sql, parameters))
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> InlineCursor:
+        rows = list(parameters)  # a retry must send them all again
+        await self._connection.run(lambda: self._cursor.executemany(sql, rows))
+        return self
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def fetchmany(self, size: int | None = None) -> Sequence[Any]:
+        return self._cursor.fetchmany(self._cursor.arraysize if size is None else size)
+
+    async def fetchall(self) -> Sequence[Any]:
+        return self._cursor.fetchall()
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+
+class _RunNow:
+    """aiosqlite's job queue, as SQLAlchemy's adapter feeds it: (future, function)."""
+
+    def put_nowait(self, job: tuple[asyncio.Future[Any], Callable[[], Any]]) -> None:
+        future, function = job
+        try:
+            future.set_result(function())
+        except Exception as exc:
+            future.set_exception(exc)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "database is locked" in str(exc)
