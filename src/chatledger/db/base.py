@@ -3,7 +3,9 @@ migrations name things the same way on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from typing import cast
+
+from sqlalchemy import MetaData, Table
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION = {
@@ -17,3 +19,8 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table_of(model: type[DeclarativeBase]) -> Table:
+    """A model's table, for Core statements (typed: `__table__` is a FromClause)."""
+    return cast(Table, model.__table__)

@@ -1,20 +1,51 @@
 """INSERT … ON CONFLICT for whichever database the session is on. Both dialects speak it;
-SQLAlchemy just spells it from two modules."""
+SQLAlchemy just spells it from two modules.
+
+Each statement is built once per table (and set of columns) and run with the row as its
+parameters: these run several times per chat turn and per batch group, and building an
+INSERT and its cache key afresh cost more than SQLite takes to run it.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
-from sqlalchemy import CursorResult
+from sqlalchemy import CursorResult, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
+from chatledger.db.base import table_of
 
-def _insert(session: AsyncSession, model: type[DeclarativeBase]) -> Any:
-    dialect = session.get_bind().dialect.name
+
+def _insert(dialect: str, table: Table) -> Any:
     module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(model.__table__)
+    return module.insert(table)
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+@functools.cache
+def _insert_or_nothing(dialect: str, table: Table) -> Any:
+    # SQLAlchemy keeps an INSERT's rowcount only when asked; psycopg's is -1 (truthy)
+    # once the cursor is closed, which would report every conflict as a creation.
+    return (
+        _insert(dialect, table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
+    )
+
+
+@functools.cache
+def _insert_or_add(
+    dialect: str, table: Table, key: tuple[str, ...], increments: tuple[str, ...]
+) -> Any:
+    stmt = _insert(dialect, table)
+    return stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={name: table.c[name] + stmt.excluded[name] for name in increments},
+    )
 
 
 async def insert_if_absent(
@@ -26,11 +57,8 @@ async def insert_if_absent(
     Unlike SELECT-then-INSERT this cannot lose a race: two callers creating the same id
     at once both succeed, and exactly one of them is told it created the row.
     """
-    stmt = _insert(session, model).values(**values).on_conflict_do_nothing()
-    # SQLAlchemy keeps an INSERT's rowcount only when asked; psycopg's is -1 (truthy)
-    # once the cursor is closed, which would report every conflict as a creation.
-    stmt = stmt.execution_options(preserve_rowcount=True)
-    result = cast(CursorResult[Any], await session.execute(stmt))
+    stmt = _insert_or_nothing(_dialect(session), table_of(model))
+    result = cast(CursorResult[Any], await session.execute(stmt, values))
     return bool(result.rowcount)
 
 
@@ -41,10 +69,5 @@ async def add_to_counters(
     increments: dict[str, int],
 ) -> None:
     """Create the row at `increments`, or add `increments` to it, in one statement."""
-    table = model.__table__
-    stmt = _insert(session, model).values(**key, **increments)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(key),
-        set_={name: table.c[name] + stmt.excluded[name] for name in increments},
-    )
-    await session.execute(stmt)
+    stmt = _insert_or_add(_dialect(session), table_of(model), tuple(key), tuple(increments))
+    await session.execute(stmt, {**key, **increments})

@@ -20,13 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatledger.db.base import Base
+from chatledger.db.base import Base, table_of
 from chatledger.db.types import utcnow
 from chatledger.ids import checked_id
 from chatledger.interactions import bulk_statements as statements
@@ -249,8 +249,8 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
         counters["reasoning_tokens"] += tokens.reasoning_tokens
         counters["cost_nano"] += cost_nano or 0
     try:
-        await statements.insert_rows(session, _table(Task), tasks)
-        await statements.insert_rows(session, _table(Message), messages)
+        await statements.insert_rows(session, table_of(Task), tasks)
+        await statements.insert_rows(session, table_of(Message), messages)
     except statements.IdTaken as exc:
         raise NotFresh(str(exc)) from exc
     await session.execute(update(Run), [run.values() for run in runs.values()])
@@ -346,15 +346,11 @@ async def _count_usage(
     stmt = _dialect_insert(session, UsageDaily)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(key_names),
-        set_={name: _table(UsageDaily).c[name] + stmt.excluded[name] for name in COUNTERS},
+        set_={name: table_of(UsageDaily).c[name] + stmt.excluded[name] for name in COUNTERS},
     )
     await session.execute(stmt, rows)
 
 
-def _table(model: type[Base]) -> Table:
-    return cast(Table, model.__table__)
-
-
 def _dialect_insert(session: AsyncSession, model: type[Base]) -> Any:
     module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return module.insert(_table(model))
+    return module.insert(table_of(model))

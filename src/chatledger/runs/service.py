@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, delete, func, literal, or_, select, update
+from sqlalchemy import Select, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatledger.db.base import table_of
+from chatledger.db.loaded import refresh_if_loaded
 from chatledger.db.types import UtcTimeStamp, utcnow
 from chatledger.db.upsert import insert_if_absent
 from chatledger.errors import InvalidInput, NotFound
@@ -158,20 +160,21 @@ async def open_for_message(
 async def _count_in(
     session: AsyncSession, caller: Caller, run_id: str, content: str, at: datetime
 ) -> Opened | None:
-    where = [Run.project_id == caller.project_id, Run.id == run_id]
-    if not caller.sees_all:
-        where.append(Run.user_id == caller.user_id)
-    stmt = (
-        update(Run)
-        .where(*where)
-        .values(_counted(content, at))
-        .returning(Run.name, Run.user_id, Run.settings, Run.message_count)
-    )
-    row = (await session.execute(stmt)).one_or_none()
+    stmt = _COUNT_MESSAGE if caller.sees_all else _COUNT_OWN_MESSAGE
+    params = {"in_project": caller.project_id, "run": run_id, "owner": caller.user_id}
+    row = (await session.execute(stmt, {**params, **_counted(content, at)})).one_or_none()
     if row is None:
         return None
-    name, user_id, settings, seq = row
-    return Opened(caller.project_id, run_id, name, user_id, settings, created=False, seq=seq)
+    refresh_if_loaded(session, Run, (caller.project_id, run_id), row._mapping)
+    return Opened(
+        caller.project_id,
+        run_id,
+        row.name,
+        row.user_id,
+        row.settings,
+        created=False,
+        seq=row.message_count,
+    )
 
 
 async def list_runs(
@@ -224,10 +227,49 @@ async def delete_run(session: AsyncSession, caller: Caller, run_id: str) -> None
     session.expunge(run)
 
 
-def _latest(column: Any, at: datetime) -> Any:
+def _latest(column: Any, at: Any) -> Any:
     """`column` moved forward to `at`, never back: history synced late (an old message, a
     task that ended earlier) is not new activity and must not sink the run in the list."""
-    return case((column > at, column), else_=literal(at, UtcTimeStamp()))
+    return case((column > at, column), else_=at)
+
+
+# The statements a chat turn runs on its run, built once (Core, on the table: no ORM
+# bookkeeping, no statement or cache key built per call) and run with parameters.
+_runs = table_of(Run)
+_at = bindparam("at", type_=UtcTimeStamp())
+# (Parameters named apart from the columns: SQLAlchemy reserves those for SET values.)
+_this_run = (_runs.c.project_id == bindparam("in_project"), _runs.c.id == bindparam("run"))
+_count = update(_runs).values(
+    message_count=_runs.c.message_count + 1,
+    last_message_at=_latest(_runs.c.last_message_at, _at),
+    last_message_preview=bindparam("preview"),
+    updated_at=_latest(_runs.c.updated_at, _at),
+)
+# Each returns what it moved, so that a `Run` this session has loaded is kept up to date.
+_counts = (_runs.c.message_count, _runs.c.last_message_at, _runs.c.last_message_preview)
+_opened = (*_counts, _runs.c.updated_at, _runs.c.name, _runs.c.user_id, _runs.c.settings)
+_COUNT_MESSAGE = _count.where(*_this_run).returning(*_opened)
+_COUNT_OWN_MESSAGE = _count.where(*_this_run, _runs.c.user_id == bindparam("owner")).returning(
+    *_opened
+)
+_ADD_TASK_USAGE = (
+    update(_runs)
+    .where(*_this_run)
+    .values(
+        task_count=_runs.c.task_count + bindparam("completed"),
+        total_tokens=_runs.c.total_tokens + bindparam("tokens"),
+        total_cost_nano=_runs.c.total_cost_nano + bindparam("cost_nano"),
+        last_model=bindparam("model"),
+        updated_at=_latest(_runs.c.updated_at, _at),
+    )
+    .returning(
+        _runs.c.task_count,
+        _runs.c.total_tokens,
+        _runs.c.total_cost_nano,
+        _runs.c.last_model,
+        _runs.c.updated_at,
+    )
+)
 
 
 async def count_message(
@@ -238,26 +280,18 @@ async def count_message(
     The UPDATE takes the run's row lock, so concurrent appends to one run get distinct,
     gapless positions and message_count always equals the rows.
     """
-    stmt = (
-        update(Run)
-        .where(Run.project_id == project_id, Run.id == run_id)
-        .values(_counted(content, at))
-        .returning(Run.message_count)
-    )
-    seq = await session.scalar(stmt)
-    if seq is None:
+    params = {"in_project": project_id, "run": run_id, **_counted(content, at)}
+    row = (await session.execute(_COUNT_MESSAGE, params)).one_or_none()
+    if row is None:
         raise NotFound("run", run_id)
+    refresh_if_loaded(session, Run, (project_id, run_id), row._mapping)
+    seq: int = row.message_count
     return seq
 
 
-def _counted(content: str, at: datetime) -> dict[Any, Any]:
-    """A run's columns once one more message is counted in."""
-    return {
-        Run.message_count: Run.message_count + 1,
-        Run.last_message_at: _latest(Run.last_message_at, at),
-        Run.last_message_preview: _preview(content),
-        Run.updated_at: _latest(Run.updated_at, at),
-    }
+def _counted(content: str, at: datetime) -> dict[str, Any]:
+    """The parameters of counting one more message into a run."""
+    return {"at": at, "preview": _preview(content)}
 
 
 def _preview(content: str) -> str:
@@ -276,15 +310,15 @@ async def add_task_usage(
     at: datetime,
 ) -> None:
     """Count a task that just reached a terminal state into its run, once."""
-    await session.execute(
-        update(Run)
-        .where(Run.project_id == project_id, Run.id == run_id)
-        .values(
-            task_count=Run.task_count + (1 if completed else 0),
-            total_tokens=Run.total_tokens + tokens,
-            total_cost_nano=Run.total_cost_nano + (cost_nano or 0),
-            last_model=model,
-            updated_at=_latest(Run.updated_at, at),
-        )
-        .execution_options(synchronize_session=False)
-    )
+    params = {
+        "in_project": project_id,
+        "run": run_id,
+        "completed": 1 if completed else 0,
+        "tokens": tokens,
+        "cost_nano": cost_nano or 0,
+        "model": model,
+        "at": at,
+    }
+    written = (await session.execute(_ADD_TASK_USAGE, params)).one_or_none()
+    if written is not None:
+        refresh_if_loaded(session, Run, (project_id, run_id), written._mapping)

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 from sqlalchemy import bindparam, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatledger.db.base import table_of
+from chatledger.db.loaded import as_loaded
 from chatledger.db.types import UtcTimeStamp, utcnow
 from chatledger.db.upsert import insert_if_absent
 from chatledger.errors import Conflict, InvalidInput, NotFound
@@ -219,6 +221,21 @@ async def progress(
 
 _LIVE_LITERALS = ", ".join(f"'{status}'" for status in LIVE)
 
+# The terminal transition, built once (Core: see db/loaded.py). Its SET clause is the
+# parameters named after columns; the guard's parameters are named apart from them.
+_tasks = table_of(Task)
+_live_task = (
+    _tasks.c.project_id == bindparam("in_project"),
+    _tasks.c.id == bindparam("task"),
+    _tasks.c.status.not_in(TERMINAL),
+)
+_END = update(_tasks).where(*_live_task).returning(*_tasks.c)
+_END_IF_SILENT = (
+    update(_tasks)
+    .where(*_live_task, _tasks.c.heartbeat_at < bindparam("silent_since", type_=UtcTimeStamp()))
+    .returning(*_tasks.c)
+)
+
 
 async def progress_many(
     session: AsyncSession, texts: Mapping[tuple[str, str], str]
@@ -325,20 +342,14 @@ async def end(session: AsyncSession, task: LiveTask, outcome: Outcome) -> Task |
         price = await prices.price(session, task.project_id, task.provider, task.model, tokens, at)
         values["cost_nano"], values["price_source"] = price.cost_nano, price.source
 
-    guard = [Task.project_id == task.project_id, Task.id == task.id, Task.status.not_in(TERMINAL)]
+    guarded, where = _END, dict[str, Any](in_project=task.project_id, task=task.id)
     if outcome.silent_since is not None:
-        guard.append(Task.heartbeat_at < outcome.silent_since)
-    stmt = (
-        update(Task)
-        .where(*guard)
-        .values(**values)
-        .returning(Task)
-        # See `progress`: a guard that matched nothing must leave a loaded copy as stored.
-        .execution_options(populate_existing=True, synchronize_session=False)
-    )
-    ended: Task | None = await session.scalar(stmt)
-    if ended is None:
+        guarded, where["silent_since"] = _END_IF_SILENT, outcome.silent_since
+    row = (await session.execute(guarded, {**where, **values})).one_or_none()
+    if row is None:
         return None
+    # A copy of the task this session loaded (`finish` read it) now shows it ended.
+    ended = as_loaded(session, Task, (task.project_id, task.id), row._mapping)
     await runs.add_task_usage(
         session,
         ended.project_id,
