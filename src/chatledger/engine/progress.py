@@ -7,9 +7,11 @@ that have something new in one statement (`tasks.progress_many`), in one short
 transaction: 200 live replies cost one write per interval, not 200, and on SQLite they
 queue once for the single writer instead of 200 times.
 
-The first text of a reply wakes the writer at once, so `streaming` shows as soon as the
-model answers (other replies with news ride along). A heartbeat is written even without
-new text, so a slow model is not mistaken for a dead writer by the sweeper.
+A reply's first write comes one interval after it started, like every later one: a
+reply shorter than the interval costs no progress write at all, and the many replies
+that start at once under load share their first write instead of waking the writer one
+by one. A heartbeat is written even without new text, so a slow model is not mistaken
+for a dead writer by the sweeper.
 
 The writer works as chatledger itself, not as any one caller (see db/walls.py): it
 writes only the tasks its engine's turns created, by their (project, id), and the
@@ -19,7 +21,6 @@ statement's guard leaves a task that has ended as it is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -47,10 +48,8 @@ class Progress:
         self._writer = writer
 
     def note(self, text: str) -> None:
-        """The reply's text so far; written on a coming tick (the first text at once)."""
+        """The reply's text so far; written on a coming tick."""
         self.text = text
-        if self.saved_text is None:
-            self._writer.wake()
 
     async def close(self) -> None:
         """Stop writing this reply. A write of it in flight finishes first: it is never
@@ -58,9 +57,8 @@ class Progress:
         await self._writer.forget(self)
 
     def due(self, now: float, interval_s: float, heartbeat_s: float) -> bool:
-        if self.saved_text is None:
-            return self.text != "" or now - self.saved_at >= heartbeat_s
-        if self.text != self.saved_text and now - self.saved_at >= interval_s:
+        # `saved_at` starts as the reply's start: the first write is due an interval on.
+        if self.text != (self.saved_text or "") and now - self.saved_at >= interval_s:
             return True
         return now - self.saved_at >= heartbeat_s
 
@@ -71,7 +69,6 @@ class ProgressWriter:
         self._interval_s = interval_s
         self._heartbeat_s = heartbeat_s
         self._live: dict[TaskKey, Progress] = {}
-        self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         # The write in flight and the replies it carries: closing one of them waits.
         self._writing: asyncio.Future[None] | None = None
@@ -83,15 +80,11 @@ class ProgressWriter:
         progress = Progress(self, (project_id, task_id))
         self._live[progress.key] = progress
         if self._loop is None or self._loop.done():
-            self._wake = asyncio.Event()  # of this event loop, whichever it is now
             # Started with no caller bound, whoever asks first: the writer is
             # chatledger's own work and writes for every caller's replies.
             with walls.acting_as_chatledger():
                 self._loop = asyncio.create_task(self._run(), name="progress-writer")
         return progress
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def forget(self, progress: Progress) -> None:
         self._live.pop(progress.key, None)
@@ -103,9 +96,7 @@ class ProgressWriter:
     async def _run(self) -> None:
         # Ends when no reply is left to follow; the next reply starts it again.
         while self._live:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._tick())
-            self._wake.clear()
+            await asyncio.sleep(self._tick())
             await self._write_due()
 
     def _tick(self) -> float:
