@@ -261,7 +261,7 @@ class ChatEngine:
     ) -> list[ChatMessage]:
         return [
             ChatMessage(m.role, m.content)
-            for m in await messages.history(session, project_id, run_id)
+            for m in await messages.conversation(session, project_id, run_id)
             # Messages whose exchange failed are not part of the conversation, except
             # the one being answered now.
             if m.status == "complete" or m.id == message_id

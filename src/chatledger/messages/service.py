@@ -3,13 +3,15 @@ to record how the reply to them went (so a retry never duplicates a message)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatledger.db.base import table_of
 from chatledger.db.types import utcnow
 from chatledger.db.upsert import insert_if_absent
 from chatledger.errors import Conflict, InvalidInput, NotFound
@@ -152,18 +154,31 @@ async def get(session: AsyncSession, caller: Caller, message_id: str) -> Message
 
 async def list_messages(session: AsyncSession, caller: Caller, run_id: str) -> list[Message]:
     run = await runs.get(session, caller, run_id)
-    return await history(session, run.project_id, run.id)
-
-
-async def history(session: AsyncSession, project_id: str, run_id: str) -> list[Message]:
-    """A run the caller has just written to, read back for the model: its messages in
-    order (one read, no visibility check to repeat)."""
     stmt = (
         select(Message)
-        .where(Message.project_id == project_id, Message.run_id == run_id)
+        .where(Message.project_id == run.project_id, Message.run_id == run.id)
         .order_by(Message.seq)
     )
     return list(await session.scalars(stmt))
+
+
+# What a model is shown of a run, read on every chat turn: built once, as Core.
+_messages = table_of(Message)
+_CONVERSATION = (
+    select(_messages.c.id, _messages.c.role, _messages.c.content, _messages.c.status)
+    .where(
+        _messages.c.project_id == bindparam("in_project"), _messages.c.run_id == bindparam("run")
+    )
+    .order_by(_messages.c.seq)
+)
+
+
+async def conversation(
+    session: AsyncSession, project_id: str, run_id: str
+) -> Sequence[Row[Any, Any, Any, Any]]:
+    """A run the caller has just written to, read back for the model: each message's id,
+    role, content and status, in order."""
+    return (await session.execute(_CONVERSATION, {"in_project": project_id, "run": run_id})).all()
 
 
 async def mark(
