@@ -22,6 +22,7 @@ from bench.common import (
     Figure,
     Server,
     arguments,
+    cpu_seconds,
     dialects,
     fresh_database,
     header,
@@ -45,6 +46,7 @@ class Latencies:
     first_token: list[float] = field(default_factory=list)
     done: list[float] = field(default_factory=list)
     failures: int = 0
+    server_cpu_s: float = 0.0  # the server's CPU time over the measured load
 
 
 def message(conversation: int, turn: int) -> str:
@@ -132,12 +134,14 @@ async def load(server: Server, key: str | None, conversations: int) -> Latencies
     warm_up = Latencies()
     await asyncio.gather(*(conversation(server, key, i, 0, warm_up) for i in range(5)))
     latencies = Latencies()
+    cpu_before = cpu_seconds(server.pid)
     await asyncio.gather(
         *(
             conversation(server, key, i, reply_s * i / conversations, latencies)
             for i in range(conversations)
         )
     )
+    latencies.server_cpu_s = cpu_seconds(server.pid) - cpu_before
     return latencies
 
 
@@ -168,6 +172,9 @@ def measure(dialect: str, conversations: int) -> None:
     compare("time to first token", ours.first_token, bare.first_token)
     compare("time to done", ours.done, bare.done)
     replies = conversations * TURNS
+    # What explains the latencies: the one core's time each reply costs the server.
+    ours_ms, bare_ms = ours.server_cpu_s / replies * 1000, bare.server_cpu_s / replies * 1000
+    report(Figure("server CPU per reply", ours_ms, "ms", bare_ms))
     note(
         f"{len(ours.done)}/{replies} replies done ({ours.failures} failed), "
         f"baseline {len(bare.done)}/{replies}; tokens every {DELAY_MS} ms, "

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,38 +137,55 @@ async def replay(
         )
 
 
-async def _encoded(events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[bytes]:
+async def _encoded(events: AsyncIterator[ServerSentEvent]) -> AsyncGenerator[bytes, None]:
     async for event in _with_pings(events):
         if event is None:
             yield KEEPALIVE_COMMENT
             continue
-        yield format_sse_event(
-            data_str=json.dumps(jsonable_encoder(event.data)), event=event.event, id=event.id
-        )
+        # Plain JSON needs no encoder walk; `jsonable_encoder` only for what json cannot
+        # say itself (a Decimal cost, a datetime).
+        data = json.dumps(event.data, default=jsonable_encoder)
+        yield format_sse_event(data_str=data, event=event.event, id=event.id)
+
+
+_ENDED = object()  # the source has no more events
 
 
 async def _with_pings(
     events: AsyncIterator[ServerSentEvent],
 ) -> AsyncIterator[ServerSentEvent | None]:
-    """The events, and None each time none came for PING_INTERVAL_S. The pending read is
-    waited on, never cancelled by the timeout, so no event is lost to a ping."""
-    iterator = aiter(events)
-    pending: asyncio.Future[ServerSentEvent] | None = None
+    """The events, and None each time none came for PING_INTERVAL_S.
+
+    One task reads the source for the whole stream and hands each event over a short
+    queue: a ping only stops waiting on the queue, never a read of the source, so no
+    event is lost to it (and no task is made per event)."""
+    handed: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
+
+    async def read() -> None:
+        try:
+            async for event in events:
+                await handed.put(event)
+        except Exception as exc:  # the consumer raises it, in order
+            await handed.put(exc)
+        await handed.put(_ENDED)
+
+    reader = asyncio.create_task(read())
     try:
         while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({pending}, timeout=PING_INTERVAL_S)
-            if not done:
-                yield None
-                continue
-            finished, pending = pending, None
-            try:
-                event = finished.result()
-            except StopAsyncIteration:
+            if handed.empty():
+                try:
+                    async with asyncio.timeout(PING_INTERVAL_S):
+                        item = await handed.get()
+                except TimeoutError:
+                    yield None
+                    continue
+            else:
+                item = handed.get_nowait()
+            if item is _ENDED:
                 return
-            yield event
+            if isinstance(item, Exception):
+                raise item
+            yield item
     finally:
         # The client went away: stop reading the source (a live turn goes on recording).
-        if pending is not None:
-            pending.cancel()
+        reader.cancel()
