@@ -73,6 +73,11 @@ class InlineConnection:
         await cursor.execute(sql, parameters)
         return cursor
 
+    async def begin(self, sql: str) -> None:
+        """Open a transaction with `sql` (BEGIN or BEGIN IMMEDIATE), waiting for a lock
+        another process holds."""
+        await self.run(lambda: self._conn.execute(sql))
+
     async def commit(self) -> None:
         await self.run(self._conn.commit, retryable=True)
 

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger.db.types import utcnow
@@ -55,21 +55,25 @@ async def create(
     return NewKey(key, secret)
 
 
+# Asked on every request: built once.
+_own_role = (
+    select(Membership.role)
+    .where(
+        Membership.scope == "project",
+        Membership.scope_id == ApiKey.project_id,
+        Membership.user_id == ApiKey.user_id,
+    )
+    .scalar_subquery()
+)
+_KEY_AND_ROLE = select(ApiKey, _own_role).where(ApiKey.secret_hash == bindparam("secret_hash"))
+
+
 async def authenticate(session: AsyncSession, secret: str) -> tuple[ApiKey, str | None] | None:
     """The live key with this secret and its user's own role in the key's project (None:
     no membership of the project itself; an org's role is looked up apart), in one read:
     every request asks both."""
-    own_role = (
-        select(Membership.role)
-        .where(
-            Membership.scope == "project",
-            Membership.scope_id == ApiKey.project_id,
-            Membership.user_id == ApiKey.user_id,
-        )
-        .scalar_subquery()
-    )
-    stmt = select(ApiKey, own_role).where(ApiKey.secret_hash == hash_secret(secret))
-    row = (await session.execute(stmt)).one_or_none()
+    found = await session.execute(_KEY_AND_ROLE, {"secret_hash": hash_secret(secret)})
+    row = found.one_or_none()
     if row is None or row[0].revoked_at is not None:
         return None
     return row[0], row[1]
