@@ -33,7 +33,7 @@ from chatledger.engine.events import ChatEvent, EventLog
 from chatledger.engine.progress import Progress, ProgressWriter
 from chatledger.engine.turn import ChatRequest, TurnPlan, TurnResult
 from chatledger.errors import Conflict, InvalidInput, ProviderError
-from chatledger.ids import checked_id
+from chatledger.ids import checked_id, new_id
 from chatledger.messages import service as messages
 from chatledger.messages.models import Message
 from chatledger.prompts import chat as prompt_chat
@@ -369,27 +369,35 @@ class ChatEngine:
         text = got.text
         # The provider reported nothing: estimate, and say so.
         usage = got.usage or turn_usage.estimated(plan.request, text)
+        at = utcnow()  # when the task ended, and so when its reply was said
         outcome = tasks.Outcome(
             status="completed",
             response_text=text,
             usage=usage,
             ttft_ms=got.ttft_ms,
             total_ms=got.elapsed_ms(),
+            completed_at=at,
         )
         async with self.database.transaction() as session:
-            task = await _end(session, caller, plan, outcome)
-            assistant_id = await messages.add_reply(
-                session,
-                plan.project_id,
-                plan.run_id,
-                messages.NewMessage(
-                    role="assistant",
-                    content=text,
-                    task_id=task.id,
-                    parent_id=plan.user_message_id,
-                    metadata={"model": task.model},
-                ),
+            ended = await _end(session, caller, plan, outcome, reply=text)
+            task = ended.task
+            reply = messages.NewMessage(
+                role="assistant",
+                content=text,
+                task_id=task.id,
+                parent_id=plan.user_message_id,
+                metadata={"model": task.model},
+                created_at=at,
             )
+            if ended.reply_seq is None:  # ended elsewhere meanwhile: count it in apart
+                assistant_id = await messages.add_reply(
+                    session, plan.project_id, plan.run_id, reply
+                )
+            else:  # counted in with the task's usage: just its row (a new id: no clash)
+                assistant_id = new_id()
+                await messages.insert(
+                    session, plan.project_id, plan.run_id, ended.reply_seq, assistant_id, reply, at
+                )
             if not plan.new_message:  # a retried message may say its last reply failed
                 await messages.mark_answered(session, plan.project_id, plan.user_message_id)
         log.emit("usage", usage_event(task))
@@ -433,7 +441,7 @@ class ChatEngine:
             total_ms=got.elapsed_ms(),
         )
         async with self.database.transaction() as session:
-            task = await _end(session, caller, plan, outcome)
+            task = (await _end(session, caller, plan, outcome)).task
             await _mark_failed(session, plan, error)
         log.emit("error", error)
         log.close()
@@ -453,12 +461,18 @@ class ChatEngine:
 
 
 async def _end(
-    session: AsyncSession, caller: Caller, plan: TurnPlan, outcome: tasks.Outcome
-) -> Task:
+    session: AsyncSession,
+    caller: Caller,
+    plan: TurnPlan,
+    outcome: tasks.Outcome,
+    *,
+    reply: str | None = None,
+) -> tasks.Ended:
     """End the turn's task: straight to the guarded UPDATE, the turn knowing its task."""
-    ended = await tasks.end(session, plan.task, outcome)
+    ended = await tasks.end(session, plan.task, outcome, reply=reply)
     if ended is None:  # ended meanwhile elsewhere: answered as a replay (or its conflict)
-        ended, _ = await tasks.finish(session, caller, plan.task_id, outcome)
+        task, _ = await tasks.finish(session, caller, plan.task_id, outcome)
+        return tasks.Ended(task)
     return ended
 
 

@@ -252,23 +252,32 @@ _COUNT_MESSAGE = _count.where(*_this_run).returning(*_opened)
 _COUNT_OWN_MESSAGE = _count.where(*_this_run, _runs.c.user_id == bindparam("owner")).returning(
     *_opened
 )
-_ADD_TASK_USAGE = (
+_task_usage = {
+    "task_count": _runs.c.task_count + bindparam("completed"),
+    "total_tokens": _runs.c.total_tokens + bindparam("tokens"),
+    "total_cost_nano": _runs.c.total_cost_nano + bindparam("cost_nano"),
+    "last_model": bindparam("model"),
+    "updated_at": _latest(_runs.c.updated_at, _at),
+}
+_usage_columns = (
+    _runs.c.task_count,
+    _runs.c.total_tokens,
+    _runs.c.total_cost_nano,
+    _runs.c.last_model,
+    _runs.c.updated_at,
+)
+_ADD_TASK_USAGE = update(_runs).where(*_this_run).values(**_task_usage).returning(*_usage_columns)
+# The same, and the task's reply counted in as the run's next message (a chat turn's end).
+_ADD_TASK_USAGE_AND_REPLY = (
     update(_runs)
     .where(*_this_run)
     .values(
-        task_count=_runs.c.task_count + bindparam("completed"),
-        total_tokens=_runs.c.total_tokens + bindparam("tokens"),
-        total_cost_nano=_runs.c.total_cost_nano + bindparam("cost_nano"),
-        last_model=bindparam("model"),
-        updated_at=_latest(_runs.c.updated_at, _at),
+        **_task_usage,
+        message_count=_runs.c.message_count + 1,
+        last_message_at=_latest(_runs.c.last_message_at, _at),
+        last_message_preview=bindparam("preview"),
     )
-    .returning(
-        _runs.c.task_count,
-        _runs.c.total_tokens,
-        _runs.c.total_cost_nano,
-        _runs.c.last_model,
-        _runs.c.updated_at,
-    )
+    .returning(*_usage_columns, *_counts)
 )
 
 
@@ -308,8 +317,11 @@ async def add_task_usage(
     cost_nano: int | None,
     model: str,
     at: datetime,
-) -> None:
-    """Count a task that just reached a terminal state into its run, once."""
+    reply: str | None = None,
+) -> int | None:
+    """Count a task that just reached a terminal state into its run, once; and with
+    `reply`, its reply as the run's next message in the same statement, whose position
+    (seq) it returns."""
     params = {
         "in_project": project_id,
         "run": run_id,
@@ -319,6 +331,11 @@ async def add_task_usage(
         "model": model,
         "at": at,
     }
-    written = (await session.execute(_ADD_TASK_USAGE, params)).one_or_none()
-    if written is not None:
-        refresh_if_loaded(session, Run, (project_id, run_id), written._mapping)
+    stmt = _ADD_TASK_USAGE
+    if reply is not None:
+        stmt, params = _ADD_TASK_USAGE_AND_REPLY, {**params, **_counted(reply, at)}
+    written = (await session.execute(stmt, params)).one_or_none()
+    if written is None:
+        return None
+    refresh_if_loaded(session, Run, (project_id, run_id), written._mapping)
+    return written.message_count if reply is not None else None

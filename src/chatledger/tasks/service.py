@@ -294,7 +294,7 @@ async def finish(
         return _replayed(task, outcome), False
     ended = await end(session, task, outcome)
     if ended is not None:
-        return ended, True
+        return ended.task, True
     # Another transaction ended it between our read and our update. Our copy was read
     # before that transaction committed: read what it stored (or NotFound, when it was
     # deleted with its run).
@@ -317,11 +317,22 @@ class LiveTask(Protocol):
     def model(self) -> str: ...
 
 
-async def end(session: AsyncSession, task: LiveTask, outcome: Outcome) -> Task | None:
+@dataclass(frozen=True)
+class Ended:
+    task: Task
+    reply_seq: int | None = None  # the reply's position in its run, when `end` counted it
+
+
+async def end(
+    session: AsyncSession, task: LiveTask, outcome: Outcome, *, reply: str | None = None
+) -> Ended | None:
     """The terminal transition itself: one guarded UPDATE, and the run's aggregates and
     daily usage moved in the same transaction only when it changed the row. None when
     the guard matched nothing (the task had ended, or is gone); the caller, who knows
-    how it read the task, says what that means."""
+    how it read the task, says what that means.
+
+    With `reply` (the task's answer, about to be stored as a message) the run counts it
+    in the same UPDATE as the task's usage, and the message's position comes back."""
     _check_terminal(outcome)
     at = outcome.completed_at or utcnow()
     tokens = outcome.usage or TokenUsage()
@@ -350,7 +361,7 @@ async def end(session: AsyncSession, task: LiveTask, outcome: Outcome) -> Task |
         return None
     # A copy of the task this session loaded (`finish` read it) now shows it ended.
     ended = as_loaded(session, Task, (task.project_id, task.id), row._mapping)
-    await runs.add_task_usage(
+    reply_seq = await runs.add_task_usage(
         session,
         ended.project_id,
         ended.run_id,
@@ -359,9 +370,10 @@ async def end(session: AsyncSession, task: LiveTask, outcome: Outcome) -> Task |
         cost_nano=ended.cost_nano,
         model=ended.model,
         at=at,
+        reply=reply,
     )
     await usage.count_task(session, ended)
-    return ended
+    return Ended(ended, reply_seq)
 
 
 def _check_terminal(outcome: Outcome) -> None:
