@@ -149,9 +149,10 @@ def _read_flat(library_price: object) -> _FlatPrice | None:
     used = {k: v for k, v in rates.items() if k in _RATES}
     if not all(isinstance(v, Decimal) for v in used.values()) or "input_mtok" not in used:
         return None
-    # Prices of other units (searches, audio, images…) cost nothing for text tokens, but a
-    # text rate under another name (a tiered or per-request price) would: not flat then.
-    if any(k.endswith("_mtok") and k not in _RATES for k in rates) or "requests_kcount" in rates:
+    # Prices of other units (searches, audio tokens, one-hour cache writes…) cost nothing
+    # for the four counts chatledger records; a price per request would. Should another
+    # rate ever apply to those counts, the probe in `_flat_price` disagrees: not flat.
+    if "requests_kcount" in rates:
         return None
     return _FlatPrice(
         source=library_price,
