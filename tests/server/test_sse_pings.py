@@ -1,16 +1,17 @@
-"""The keep-alive pings of a streamed reply (chat/stream.py): a comment each time no
-event came for a while, without ever losing, reordering or swallowing an event or the
-error that ends the source."""
+"""The keep-alive pings of a streamed reply (chat/stream.py, and a live turn's log in
+engine/events.py): a comment each time no event came for a while, without ever losing,
+reordering or swallowing an event or the error that ends the source."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 from fastapi.sse import KEEPALIVE_COMMENT, ServerSentEvent
 
 from chatledger.chat import stream
+from chatledger.engine.events import EventLog
 
 
 def _event(n: int) -> ServerSentEvent:
@@ -26,13 +27,18 @@ async def _slow_source(fail: bool) -> AsyncIterator[ServerSentEvent]:
         raise RuntimeError("the source broke")
 
 
+def _pinged(source: AsyncIterator[ServerSentEvent]) -> AsyncGenerator[bytes, None]:
+    """A stored source's stream, as `stream.response` sends it."""
+    return stream._encoded(stream._with_pings(source))
+
+
 @pytest.fixture
 def short_pings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stream, "PING_INTERVAL_S", 0.05)
 
 
 async def test_pings_fill_silences_and_every_event_arrives_in_order(short_pings: None) -> None:
-    chunks = [chunk async for chunk in stream._encoded(_slow_source(fail=False))]
+    chunks = [chunk async for chunk in _pinged(_slow_source(fail=False))]
 
     events = [c for c in chunks if c != KEEPALIVE_COMMENT]
     assert [b"id: 1" in events[0], b"id: 2" in events[1], b"id: 3" in events[2]] == [True] * 3
@@ -46,7 +52,7 @@ async def test_pings_fill_silences_and_every_event_arrives_in_order(short_pings:
 async def test_the_error_that_ends_the_source_reaches_the_stream(short_pings: None) -> None:
     seen: list[bytes] = []
     with pytest.raises(RuntimeError, match="the source broke"):
-        async for chunk in stream._encoded(_slow_source(fail=True)):
+        async for chunk in _pinged(_slow_source(fail=True)):
             seen.append(chunk)
     assert sum(chunk != KEEPALIVE_COMMENT for chunk in seen) == 3
 
@@ -62,10 +68,34 @@ async def test_a_client_going_away_stops_reading_the_source() -> None:
             yield _event(n)
             await asyncio.sleep(0.001)
 
-    encoded = stream._encoded(endless())
+    encoded = _pinged(endless())
     assert b"id: 1" in await anext(encoded)
     await encoded.aclose()
     await asyncio.sleep(0.05)
     stopped_at = len(read)
     await asyncio.sleep(0.05)
     assert len(read) == stopped_at
+
+
+async def test_a_live_log_pings_while_idle_and_loses_no_event() -> None:
+    log = EventLog()
+    log.emit("delta", {"text": "a"})
+
+    async def later() -> None:
+        await asyncio.sleep(0.25)
+        log.emit("delta", {"text": "b"})
+        log.emit("done", {"status": "completed"})
+        log.close()
+
+    writer = asyncio.create_task(later())
+    seen = [event async for event in log.follow_pinging(idle_s=0.05)]
+    await writer
+
+    events = [e for e in seen if e is not None]
+    assert [(e.id, e.kind, e.data) for e in events] == [
+        (1, "delta", {"text": "a"}),
+        (2, "delta", {"text": "b"}),
+        (3, "done", {"status": "completed"}),
+    ]
+    assert seen[0] == events[0] and seen.count(None) >= 2
+    assert seen[-2:] == events[-2:]  # no ping between events that came together

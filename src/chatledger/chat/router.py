@@ -110,7 +110,7 @@ async def follow_task(
         # Not a number: an id of a database replay, whose text the client holds already.
         numeric = last_event_id.isascii() and last_event_id.isdigit()
         position = int(last_event_id) if numeric else None
-    return stream.response(stream.follow_live(turn, position))
+    return stream.live_response(turn, position)
 
 
 async def _answer(turn: Turn, streamed: bool) -> Response | ChatResult:
@@ -124,9 +124,9 @@ async def _answer(turn: Turn, streamed: bool) -> Response | ChatResult:
     first = await _first_outcome(turn)
     if first.kind == "error":
         _refuse(turn, first.data)
-    events = (stream.from_log(event) async for event in turn.log.follow())
     # The ids in headers too, so a client can re-attach even before reading an event.
-    return stream.response(events, {"X-Run-Id": turn.plan.run_id, "X-Task-Id": turn.plan.task_id})
+    headers = {"X-Run-Id": turn.plan.run_id, "X-Task-Id": turn.plan.task_id}
+    return stream.live_response(turn, 0, headers)
 
 
 async def _first_outcome(turn: Turn) -> ChatEvent:

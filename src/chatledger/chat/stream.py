@@ -38,19 +38,34 @@ from chatledger.tenants.caller import Caller
 PING_INTERVAL_S = 15.0
 
 
+# One event of a stream: from the database (a ServerSentEvent), from a live turn's log
+# (a ChatEvent, sent as it is), or None: send a keep-alive.
+Outgoing = ServerSentEvent | ChatEvent | None
+
+
 def response(
     events: AsyncIterator[ServerSentEvent], headers: dict[str, str] | None = None
+) -> EventSourceResponse:
+    """A stream of `events`, with keep-alive pings in its silences."""
+    return _response(_with_pings(events), headers)
+
+
+def live_response(
+    turn: Turn, after: int | None, headers: dict[str, str] | None = None
+) -> EventSourceResponse:
+    """A live turn's events after id `after` (see `follow_live`), pinged by the log."""
+    return _response(follow_live(turn, after), headers)
+
+
+def _response(
+    events: AsyncIterator[Outgoing], headers: dict[str, str] | None
 ) -> EventSourceResponse:
     # Not a generator route (`response_class=EventSourceResponse`): its headers would go
     # out before the route could answer a failed first token with a status.
     return EventSourceResponse(_encoded(events), headers=headers)
 
 
-def from_log(event: ChatEvent) -> ServerSentEvent:
-    return ServerSentEvent(event=event.kind, id=str(event.id), data=event.data)
-
-
-async def follow_live(turn: Turn, after: int | None) -> AsyncIterator[ServerSentEvent]:
+async def follow_live(turn: Turn, after: int | None) -> AsyncIterator[Outgoing]:
     """The turn's events after id `after`. None: the client holds text from elsewhere (a
     database replay), so it gets the text so far as one replacing delta, then the rest."""
     if after is None:
@@ -67,8 +82,9 @@ async def follow_live(turn: Turn, after: int | None) -> AsyncIterator[ServerSent
             after = deltas[-1].id
             text = "".join(e.data["text"] for e in deltas)
             yield ServerSentEvent(event="delta", id=str(after), data={"text": text, "replay": True})
-    async for event in turn.log.follow(after):
-        yield from_log(event)
+    # Straight from the log, pings included: no task between the turn and the response.
+    async for event in turn.log.follow_pinging(after, idle_s=PING_INTERVAL_S):
+        yield event
 
 
 @dataclass(frozen=True)
@@ -137,15 +153,18 @@ async def replay(
         )
 
 
-async def _encoded(events: AsyncIterator[ServerSentEvent]) -> AsyncGenerator[bytes, None]:
-    async for event in _with_pings(events):
+async def _encoded(events: AsyncIterator[Outgoing]) -> AsyncGenerator[bytes, None]:
+    async for event in events:
         if event is None:
             yield KEEPALIVE_COMMENT
             continue
         # Plain JSON needs no encoder walk; `jsonable_encoder` only for what json cannot
         # say itself (a Decimal cost, a datetime).
         data = json.dumps(event.data, default=jsonable_encoder)
-        yield format_sse_event(data_str=data, event=event.event, id=event.id)
+        if isinstance(event, ChatEvent):
+            yield format_sse_event(data_str=data, event=event.kind, id=str(event.id))
+        else:
+            yield format_sse_event(data_str=data, event=event.event, id=event.id)
 
 
 _ENDED = object()  # the source has no more events

@@ -48,3 +48,22 @@ class EventLog:
             if self.closed:
                 return
             await grew.wait()
+
+    async def follow_pinging(
+        self, after: int = 0, *, idle_s: float
+    ) -> AsyncIterator[ChatEvent | None]:
+        """As `follow`, and None each time no event came for `idle_s` (a stream's cue to
+        send a keep-alive). Giving up a wait loses nothing: the events stay in the log."""
+        position = after
+        while True:
+            grew = self._grew
+            while position < len(self.events):
+                yield self.events[position]
+                position += 1
+            if self.closed:
+                return
+            try:
+                async with asyncio.timeout(idle_s):
+                    await grew.wait()
+            except TimeoutError:
+                yield None
