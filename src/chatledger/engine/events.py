@@ -39,18 +39,12 @@ class EventLog:
 
     async def follow(self, after: int = 0) -> AsyncIterator[ChatEvent]:
         """Every event with id > `after`, then each new one as it comes, until closed."""
-        position = after
-        while True:
-            grew = self._grew
-            while position < len(self.events):
-                yield self.events[position]
-                position += 1
-            if self.closed:
-                return
-            await grew.wait()
+        async for event in self.follow_pinging(after, idle_s=None):
+            assert event is not None  # no idle time given: no pings
+            yield event
 
     async def follow_pinging(
-        self, after: int = 0, *, idle_s: float
+        self, after: int = 0, *, idle_s: float | None
     ) -> AsyncIterator[ChatEvent | None]:
         """As `follow`, and None each time no event came for `idle_s` (a stream's cue to
         send a keep-alive). Giving up a wait loses nothing: the events stay in the log."""
