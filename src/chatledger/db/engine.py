@@ -6,7 +6,7 @@ Callers (a CLI command, an HTTP request, a batch item group) open one transactio
 SQLite has a single writer. Two engines keep that from ever surfacing as "database is
 locked": reads use deferred transactions on their own pool, and write transactions are
 serialised in-process by a lock and open with `BEGIN IMMEDIATE`, which takes the write
-lock up front (waiting up to busy_timeout for another process) instead of failing when a
+lock up front (waiting up to 30 s for another process) instead of failing when a
 read transaction later tries to upgrade itself to a write. SQLite's statements run on
 the event loop's own thread (sqlite_inline.py).
 

@@ -1,14 +1,14 @@
 """SQLite on the event loop's own thread.
 
 aiosqlite runs each call of a connection on a thread of its own and hands the result
-back through the event loop. SQLAlchemy's adapter makes four such calls per statement
-(open a cursor, enter it, execute, fetch, close) and one per BEGIN or COMMIT: ~1 ms of
+back through the event loop. SQLAlchemy's adapter makes up to five such calls per
+statement (open a cursor, enter it, execute, fetch, close) and one per COMMIT: ~1 ms of
 thread hand-offs per statement, where SQLite itself takes 5-50 µs to run one of
 chatledger's (an indexed read, a write of a few rows, from the page cache). The save
 flow spent most of its time crossing threads, and under load every hop also waits for
 the loop.
 
-`connect` gives SQLAlchemy's aiosqlite dialect (as its `async_creator`) a connection
+`connector` gives SQLAlchemy's aiosqlite dialect (as its `async_creator`) connections
 with aiosqlite's interface whose calls run at once, on the loop's thread. Only one thing
 could make a call wait long: the write lock held by another process (the CLI beside a
 server). That wait must not freeze the loop, so the connection never waits inside
