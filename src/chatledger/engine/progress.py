@@ -73,7 +73,6 @@ class ProgressWriter:
         # The write in flight and the replies it carries: closing one of them waits.
         self._writing: asyncio.Future[None] | None = None
         self._carried: set[TaskKey] = set()
-        self.statements = 0  # writes sent, all replies together
 
     def follow(self, project_id: str, task_id: str) -> Progress:
         """Start writing a reply's progress."""
@@ -118,7 +117,6 @@ class ProgressWriter:
         try:
             async with self._database.transaction() as session:
                 stopped = await tasks.progress_many(session, texts)
-            self.statements += 1
         except Exception:
             # Progress is best effort: the completion carries the final text anyway, and
             # a failed tick must not end the replies. The next tick tries again.

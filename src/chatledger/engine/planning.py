@@ -1,0 +1,177 @@
+"""Step 1 of the save flow (engine/chat.py): everything before the model is called, in
+the caller's transaction. A new message: the run counted in (or created, named from the
+message), the task created, the user message stored, the conversation read for the
+model. A retry: the stored user message answered again by a new task attempt. Bad input
+(an unknown model or prompt, a bad setting, a taken id) is refused here, and the
+transaction takes back whatever was written before it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatledger.config import Settings
+from chatledger.db.types import utcnow
+from chatledger.engine.turn import ChatRequest, TurnPlan
+from chatledger.errors import Conflict, InvalidInput
+from chatledger.ids import checked_id
+from chatledger.messages import service as messages
+from chatledger.prompts import chat as prompt_chat
+from chatledger.providers import ChatMessage, ModelRequest, Providers
+from chatledger.runs import service as runs
+from chatledger.runs.models import Run
+from chatledger.tasks import service as tasks
+from chatledger.tenants.caller import Caller
+
+
+class TurnPlanner:
+    def __init__(self, settings: Settings, providers: Providers) -> None:
+        self._settings = settings
+        self._providers = providers
+
+    async def new(self, session: AsyncSession, caller: Caller, req: ChatRequest) -> TurnPlan:
+        # With a prompt: rendered first, so an unknown one or a missing variable is refused
+        # before anything is written. See prompts/chat.py for how runs keep it.
+        prompt = await prompt_chat.for_chat(session, caller, req.prompt, req.variables, req.run_id)
+        model_string = req.model or prompt_chat.model_of(prompt) or self._settings.default_model
+        self._providers.resolve(
+            model_string
+        )  # an unknown model is a 422 before anything is written
+        # The run remembers its model; per-turn settings stay with the turn's task.
+        run_settings = {"model": model_string}
+        run_id, created_with_prompt = req.run_id, False
+        if prompt is not None:  # the prompt's messages go first: the run must exist
+            run, created_with_prompt = await runs.ensure(
+                session,
+                caller,
+                req.run_id,
+                name=req.run_name,
+                first_message=req.content,
+                settings=run_settings,
+            )
+            await prompt_chat.start_run(session, caller, run, prompt)
+            run_id = run.id
+        at = utcnow()
+        run_opened = await runs.open_for_message(
+            session, caller, run_id, req.content, at, name=req.run_name, settings=run_settings
+        )
+        message_id = checked_id(req.message_id, "message.id")
+        # A message id made just now cannot have been named by any task yet.
+        task = await self._create_task(
+            session, caller, run_opened, req, message_id, first_attempt=req.message_id is None
+        )
+        message = messages.NewMessage(role="user", content=req.content, task_id=task.id)
+        if not await messages.insert(
+            session, run_opened.project_id, run_opened.id, run_opened.seq, message_id, message, at
+        ):
+            # Sent twice at once: the other request stored it (and answers it).
+            raise Conflict(f"message {message_id!r} already exists", id=message_id)
+        if run_opened.created and prompt is None:
+            history = [ChatMessage("user", req.content)]  # a new run holds just this
+        else:
+            history = await self._history(session, run_opened.project_id, run_opened.id, message_id)
+        return self._plan(
+            run_opened, run_opened.created or created_with_prompt, task, message_id, True, history
+        )
+
+    async def retry(
+        self, session: AsyncSession, caller: Caller, message_id: str, req: ChatRequest | None
+    ) -> TurnPlan:
+        message = await messages.get(session, caller, message_id)
+        if message.role != "user":
+            raise InvalidInput("message_id", "only a user message can be retried")
+        run = await runs.get(session, caller, message.run_id)
+        for attempt in await tasks.answering(session, run, message.id):
+            if attempt.status == "completed":
+                raise Conflict(f"message {message.id!r} was already answered", task_id=attempt.id)
+            if not attempt.is_terminal:
+                raise Conflict(f"message {message.id!r} is being answered", task_id=attempt.id)
+        req = req or ChatRequest(content=message.content)
+        task = await self._create_task(session, caller, run, req, message.id)
+        message.task_id = task.id
+        await messages.set_outcome(session, message, "complete", None)
+        history = await self._history(session, run.project_id, run.id, message.id)
+        return self._plan(run, False, task, message.id, False, history)
+
+    async def _create_task(
+        self,
+        session: AsyncSession,
+        caller: Caller,
+        run: Run | runs.Opened,
+        req: ChatRequest,
+        message_id: str,
+        *,
+        first_attempt: bool = False,
+    ) -> _NewTask:
+        model_string = req.model or run.settings.get("model") or self._settings.default_model
+        provider, model = self._providers.resolve(model_string)
+        settings = {**run.settings, **req.settings}
+        settings.pop("model", None)
+        provider.check_settings(settings)
+        task_id = checked_id(req.task_id, "id")
+        created, attempt = await tasks.insert(
+            session,
+            run,
+            tasks.NewTask(
+                run_id=run.id,
+                model=model,
+                provider=provider.name,
+                user_message_id=message_id,
+                service="chat",
+                task_name="chat",
+                request={"model": model_string, "settings": settings},
+            ),
+            task_id,
+            first_attempt=first_attempt,
+        )
+        if not created:
+            raise Conflict(f"task {task_id!r} already exists", id=task_id)
+        return _NewTask(task_id, attempt, model_string, settings)
+
+    @staticmethod
+    async def _history(
+        session: AsyncSession, project_id: str, run_id: str, message_id: str
+    ) -> list[ChatMessage]:
+        return [
+            ChatMessage(m.role, m.content)
+            for m in await messages.conversation(session, project_id, run_id)
+            # Messages whose exchange failed are not part of the conversation, except
+            # the one being answered now.
+            if m.status == "complete" or m.id == message_id
+        ]
+
+    def _plan(
+        self,
+        run: Run | runs.Opened,
+        run_created: bool,
+        task: _NewTask,
+        message_id: str,
+        new_message: bool,
+        history: list[ChatMessage],
+    ) -> TurnPlan:
+        provider, model = self._providers.resolve(task.model_string)
+        return TurnPlan(
+            project_id=run.project_id,
+            run_id=run.id,
+            run_name=run.name,
+            run_created=run_created,
+            task_id=task.id,
+            attempt=task.attempt,
+            user_message_id=message_id,
+            new_message=new_message,
+            provider=provider,
+            model=model,
+            request=ModelRequest(model, tuple(history), task.settings),
+        )
+
+
+@dataclass(frozen=True)
+class _NewTask:
+    """The task a turn's first transaction created."""
+
+    id: str
+    attempt: int
+    model_string: str  # as asked (`provider:model` or a bare model)
+    settings: dict[str, Any]
