@@ -9,7 +9,8 @@
 
 `check_json` raises `InvalidInput` naming where (`metadata.k`, `entries.0.data.x`).
 The server runs it on every request (server/storable.py); batch ingest on each item, so
-one bad item is rejected alone.
+one bad item is rejected alone. Both first ask `may_hold_unstorable` of the raw body:
+most bodies cannot hold any such value, and are not walked at all.
 """
 
 from __future__ import annotations
@@ -21,6 +22,18 @@ from typing import Any
 from chatledger.errors import InvalidInput
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+# A JSON body can carry those values only through these spellings: NUL and surrogates
+# as escapes, NaN and Infinity bare, and a surrogate's own UTF-8 bytes (not valid UTF-8,
+# yet Python's JSON parser decodes bytes with "surrogatepass" and takes them; ED 80-9F
+# is Hangul, which only costs a walk). A zero byte: the body is UTF-16 or UTF-32, which
+# the parser also takes, and where the escapes above are spelled differently.
+_SUSPECT_TOKENS = (b"\\u0000", b"\\ud", b"\\uD", b"NaN", b"Infinity", b"\xed", b"\x00")
+
+
+def may_hold_unstorable(body: bytes) -> bool:
+    """False when no value of the JSON document `body` can fail `check_json`."""
+    return any(token in body for token in _SUSPECT_TOKENS)
 
 
 def check_json(document: Any, path: str = "") -> None:

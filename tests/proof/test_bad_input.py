@@ -17,7 +17,7 @@ Never a 500.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -195,6 +195,33 @@ async def test_text_no_database_can_store_is_refused_naming_the_field(
         # JSON escapes it (\u0000, \ud800): a lone surrogate has no other spelling.
         answer = await client.request(method, path, content=json.dumps(body), headers=JSON)
         if path == "/v1/batch":  # items are judged one by one: this one alone is refused
+            assert answer.status_code == 200, answer.text
+            [result] = answer.json()["results"]
+            assert (result["status"], result["error"]["details"]["field"]) == ("rejected", field)
+            continue
+        assert field in refused_fields(answer), (path, answer.text)
+    await nothing_stored(client)
+
+
+@pytest.mark.parametrize(
+    ("value", "encode"),
+    [
+        # A surrogate's own UTF-8 bytes: not valid UTF-8, yet Python's JSON parser takes
+        # them (it decodes bytes with "surrogatepass").
+        ("lone surrogate \ud800", lambda text: text.encode("utf-8", "surrogatepass")),
+        # A UTF-16 body, which the parser also takes: its escapes are spelled apart.
+        ("nul \x00 inside", lambda text: text.encode("utf-16")),
+    ],
+    ids=["raw_surrogate_bytes", "utf16_body"],
+)
+async def test_other_spellings_of_unstorable_text_are_refused_too(
+    client: httpx.AsyncClient, value: str, encode: Callable[[str], bytes]
+) -> None:
+    for method, path, body, field in unstorable_requests(value):
+        content = encode(json.dumps(body, ensure_ascii=False))
+        answer = await client.request(method, path, content=content, headers=JSON)
+        assert answer.status_code < 500, (path, answer.text)
+        if path == "/v1/batch":
             assert answer.status_code == 200, answer.text
             [result] = answer.json()["results"]
             assert (result["status"], result["error"]["details"]["field"]) == ("rejected", field)

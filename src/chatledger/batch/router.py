@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
+from chatledger import storable
 from chatledger.batch import service as batch
 from chatledger.batch.schemas import MAX_ITEMS, BatchRequest, BatchResult
 from chatledger.errors import PayloadTooLarge
@@ -15,15 +16,19 @@ router = APIRouter(tags=["batch"])
 
 
 @router.post("/v1/batch", response_model=BatchResult)
-async def ingest(body: BatchRequest, db: DatabaseDep, caller: WriterDep) -> BatchResult:
+async def ingest(
+    body: BatchRequest, request: Request, db: DatabaseDep, caller: WriterDep
+) -> BatchResult:
     """Store runs, messages, ended tasks, interactions and trace entries, insert-only and
     idempotent by id. Each item answers `created`, `duplicate` (already stored: nothing
     changes, totals included) or `rejected` (with the reason; the other items still
     land). Items keep their own timestamps; usage counts on the day a task ended."""
     if len(body.items) > MAX_ITEMS:
         raise PayloadTooLarge(f"at most {MAX_ITEMS} items per batch", limit=MAX_ITEMS)
+    # The body as it came (read once already, kept by the request).
+    check_each = storable.may_hold_unstorable(await request.body())
     async with db.transaction() as session:
-        results = await batch.ingest(session, caller, body.items)
+        results = await batch.ingest(session, caller, body.items, check_each=check_each)
     counts = Counter(result.status for result in results)
     return BatchResult(
         results=results,

@@ -42,8 +42,14 @@ _ITEM = TypeAdapter[Item](Item)
 
 
 async def ingest(
-    session: AsyncSession, caller: Caller, raw_items: list[dict[str, Any]]
+    session: AsyncSession,
+    caller: Caller,
+    raw_items: list[dict[str, Any]],
+    *,
+    check_each: bool = True,
 ) -> list[ItemResult]:
+    """The verdict of each item, in order. `check_each=False`: the items are known to
+    hold nothing a database cannot store (`storable.may_hold_unstorable` of the body)."""
     results: dict[int, ItemResult] = {}
     group: list[Entry] = []  # consecutive interaction items, stored together
 
@@ -60,7 +66,8 @@ async def ingest(
         try:
             # What a database cannot store (NUL, …) rejects this item alone (the server's
             # request-wide check leaves a batch's items to this loop).
-            storable.check_json(raw, f"items.{index}")
+            if check_each:
+                storable.check_json(raw, f"items.{index}")
         except InvalidInput as exc:
             # Not even its kind and id are echoed back when they are what is wrong.
             kind, item_id = (_echoable(raw.get(name)) for name in ("kind", "id"))

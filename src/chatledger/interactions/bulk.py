@@ -179,6 +179,7 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
     project_id = pendings[0].caller.project_id
     now = utcnow()
     runs = await _ensure_runs(session, project_id, pendings, now)
+    project_prices = await prices.for_project(session, project_id)
     tasks: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     usage: dict[tuple[str, str, Any, str], dict[str, int]] = {}
@@ -190,7 +191,7 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
         new, tokens = p.new, p.new.usage
         cost_nano, price_source = new.cost_nano, "client"
         if cost_nano is None:
-            price = await prices.price(session, project_id, p.provider, p.model, tokens, p.ended_at)
+            price = project_prices.price(p.provider, p.model, tokens, p.ended_at)
             cost_nano, price_source = price.cost_nano, price.source
         asked_at = new.created_at or now
         tasks.append(

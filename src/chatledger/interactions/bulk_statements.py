@@ -6,7 +6,9 @@ where the database has a much faster way:
   planner has no statistics for the table yet (a fresh database's first sync), and
   psycopg keeps that plan once it prepares the statement;
 - inserting many rows: `COPY` on PostgreSQL, several times faster than any INSERT;
-  executemany on SQLite, whose inserts are cheap and which has no COPY.
+  executemany on SQLite, whose inserts are cheap and which has no COPY, with the rows
+  made ready for the driver by `db.driver_rows` (SQLAlchemy's per-row work cost more
+  than SQLite's).
 
 Both run on the session's own connection, inside its transaction and savepoint.
 """
@@ -18,13 +20,13 @@ from typing import Any, cast
 
 import psycopg
 from psycopg.types.json import Jsonb
-from sqlalchemy import JSON, Table, bindparam, func, insert, select
+from sqlalchemy import JSON, Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import String
 
-from chatledger.db import walls
+from chatledger.db import driver_rows, walls
 
 # Ids per statement: far below every database's limit on bound parameters.
 CHUNK = 500
@@ -60,13 +62,15 @@ async def insert_rows(session: AsyncSession, table: Table, rows: list[dict[str, 
     """Insert `rows` (dicts keyed by column name); IdTaken if a key is stored already."""
     if not rows:
         return
+    columns = list(rows[0])
     if not _is_postgresql(session):
+        connection = await session.connection()
+        params = driver_rows.values(table, columns, rows, connection.dialect)
         try:
-            await session.execute(insert(table), rows)
+            await connection.exec_driver_sql(driver_rows.insert_sql(table, columns), params)
         except IntegrityError as exc:
             raise IdTaken(str(exc.orig)) from exc
         return
-    columns = list(rows[0])
     json_columns = {name for name in columns if isinstance(table.c[name].type, JSON)}
     connection = await session.connection()
     raw = await connection.get_raw_connection()

@@ -82,6 +82,24 @@ async def remove(session: AsyncSession, caller: Caller, override_id: str) -> Non
     cache.forget_on_commit(session, caller.project_id)
 
 
+@dataclass(frozen=True, slots=True)
+class ProjectPrices:
+    """A project's overrides as loaded once: prices many calls without a lookup each."""
+
+    overrides: tuple[cache.Override, ...]
+
+    def price(self, provider: str, model: str, usage: TokenUsage, at: datetime) -> Price:
+        """What the call cost: the override in force at `at`, else genai-prices."""
+        found = choose(self.overrides, provider, model, at)
+        if found is None:
+            return pricing.price_usage(provider, model, usage, at)
+        return Price(found.rates.cost_nano(usage), f"{SOURCE_PREFIX}{found.id}")
+
+
+async def for_project(session: AsyncSession, project_id: str) -> ProjectPrices:
+    return ProjectPrices(await _overrides(session, project_id))
+
+
 async def price(
     session: AsyncSession,
     project_id: str,
@@ -91,10 +109,7 @@ async def price(
     at: datetime,
 ) -> Price:
     """What the call cost: the project's override in force at `at`, else genai-prices."""
-    found = choose(await _overrides(session, project_id), provider, model, at)
-    if found is None:
-        return pricing.price_usage(provider, model, usage, at)
-    return Price(found.rates.cost_nano(usage), f"{SOURCE_PREFIX}{found.id}")
+    return (await for_project(session, project_id)).price(provider, model, usage, at)
 
 
 def choose(

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from chatledger.storable import check_json, check_text
+from chatledger.storable import check_json, check_text, may_hold_unstorable
 
-# A JSON body can carry these values only through these spellings (a raw NUL or a raw
-# surrogate is not valid JSON or not UTF-8): most bodies are not walked at all.
-_SUSPECT_TOKENS = (b"\\u0000", b"\\ud", b"\\uD", b"NaN", b"Infinity")
 # Bodies whose list under this key is checked item by item by the route itself.
 _CHECKED_PER_ITEM = {("POST", "/v1/batch"): "items"}
 
@@ -27,7 +24,7 @@ async def refuse_unstorable(request: Request) -> None:
     for name, value in request.query_params.multi_items():
         check_text(value, name)
     body = await request.body()  # cached by the request: the route reads it again free
-    if not any(token in body for token in _SUSPECT_TOKENS):
+    if not may_hold_unstorable(body):
         return
     try:
         parsed = await request.json()
