@@ -5,6 +5,7 @@ and the package's public surface and settings are what they say."""
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import Connection, event, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import StatementError
 
@@ -27,6 +28,7 @@ from chatledger.db.engine import Database
 from chatledger.db.migrate import MIGRATIONS, alembic_config, current_revision, upgrade
 from chatledger.runs import service as runs
 from chatledger.runs.models import Run
+from chatledger.usage import service as usage
 
 MODEL_MODULES = (
     "chatledger.tenants.models",
@@ -161,6 +163,35 @@ async def test_sqlite_pragmas_are_in_effect(ledger: Ledger) -> None:
         # The wait for another process's write lock is the connection's own, not
         # SQLite's busy_timeout: tests/db/test_sqlite_inline.py.
         assert found == {"journal_mode": "wal", "foreign_keys": 1, "synchronous": 1}  # NORMAL
+
+
+async def test_a_projects_daily_usage_is_read_from_its_index_alone(ledger: Ledger) -> None:
+    """The owner's usage over a range sums every user's rows: without a table lookup per
+    row (docs/benchmarks.md, reads at scale)."""
+    if not ledger.database.is_sqlite:
+        pytest.skip("SQLite's query plan")
+    sent: list[tuple[str, Any]] = []
+
+    def remember(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    owner = replace(ledger.caller, sees_all=True)
+    engine = ledger.database.read_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", remember)
+    try:
+        async with ledger.database.reading() as session:
+            today = datetime.now(UTC).date()
+            await usage.daily(session, owner, today - timedelta(days=89), today)
+            await usage.daily(session, owner, today - timedelta(days=89), today, group_by="model")
+    finally:
+        event.remove(engine, "before_cursor_execute", remember)
+    reads = [(sql, args) for sql, args in sent if "FROM usage_daily" in sql]
+    assert len(reads) == 2
+    async with ledger.database.read_engine.connect() as connection:
+        for sql, args in reads:
+            plan = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", args)).all()
+            details = " ".join(str(row[-1]) for row in plan)
+            assert "COVERING INDEX ix_usage_daily_project_day_sums" in details, details
 
 
 async def test_sqlite_database_directory_is_created(tmp_path: Path) -> None:

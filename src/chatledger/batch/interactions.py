@@ -92,10 +92,10 @@ async def _store_block(
     except (bulk.NotFresh, IntegrityError):
         # Rolled back: the database knew better than the lookup. One at a time, then.
         return {entry.index: await one(entry) for entry, _ in block}
-    # Built without validation: every value here is known to be valid.
+    # (pydantic-core's validating constructor is twice as fast as model_construct.)
     return {
-        entry.index: ItemResult.model_construct(
-            index=entry.index, kind="interaction", id=entry.item.id, status="created", error=None
+        entry.index: ItemResult(
+            index=entry.index, kind="interaction", id=entry.item.id, status="created"
         )
         for entry, _ in block
     }

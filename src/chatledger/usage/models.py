@@ -14,8 +14,16 @@ from chatledger.db.types import Id, NanoUSD
 
 class UsageDaily(Base):
     __tablename__ = "usage_daily"
-    # A project's usage over a range of days (the key starts with user_id).
-    __table_args__ = (Index(None, "project_id", "day", "model"),)
+    # A project's usage over a range of days (the key starts with user_id), read from
+    # the index alone: it holds the sums too (migration 0008).
+    __table_args__ = (
+        Index(
+            "ix_usage_daily_project_day_sums",
+            *("project_id", "day", "model", "user_id"),
+            *("requests", "failed_requests", "input_tokens", "output_tokens"),
+            *("cached_tokens", "reasoning_tokens", "cost_nano"),
+        ),
+    )
 
     project_id: Mapped[str] = mapped_column(Id, primary_key=True)
     user_id: Mapped[str] = mapped_column(Id, primary_key=True)
