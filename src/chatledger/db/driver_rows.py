@@ -4,8 +4,8 @@ its column's SQLAlchemy type would bind it.
 For an `executemany` of thousands of rows SQLAlchemy spends more time than SQLite: per
 row it builds a parameter dictionary (`construct_params`), then runs every column's bind
 processor, and a timestamp's costs two calls (UTC, then SQLite's text). Here a row is one
-tuple, a timestamp is converted once per distinct value (the rows of a group share a
-handful: when it was asked, when it ended, now) and an empty JSON document is a
+tuple, a timestamp is converted once per datetime object (the rows of a group share
+them: when it was asked, when it ended, now) and an empty JSON document is a
 constant. `tests/db/test_driver_rows.py` checks every conversion against the type's own
 processor, so what is stored is what SQLAlchemy would have stored.
 """
@@ -57,20 +57,23 @@ def _bind(table: Table, name: str, dialect: Dialect) -> Bind | None:
 
 class _TimestampText:
     """SQLite's text of an aware datetime in UTC (`YYYY-MM-DD HH:MM:SS.ffffff`),
-    remembered per value."""
+    remembered per datetime object: the rows of one call share a few (a task's end is
+    also its update and its reply's time). By identity, which is cheap, where hashing an
+    aware datetime asks its zone for the offset; the rows keep every value alive while
+    the call lasts, so no identity can be reused within it."""
 
     def __init__(self) -> None:
-        self._seen: dict[datetime, str] = {}
+        self._seen: dict[int, str] = {}
 
     def __call__(self, value: datetime | None) -> str | None:
         if value is None:
             return None
-        text = self._seen.get(value)
+        text = self._seen.get(id(value))
         if text is None:
             if value.tzinfo is None:
                 raise ValueError("naive datetime given; chatledger stores UTC-aware times only")
             text = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-            self._seen[value] = text
+            self._seen[id(value)] = text
         return text
 
 

@@ -90,7 +90,7 @@ class ProjectPrices:
 
     def price(self, provider: str, model: str, usage: TokenUsage, at: datetime) -> Price:
         """What the call cost: the override in force at `at`, else genai-prices."""
-        found = choose(self.overrides, provider, model, at)
+        found = choose(self.overrides, provider, model, at) if self.overrides else None
         if found is None:
             return pricing.price_usage(provider, model, usage, at)
         return Price(found.rates.cost_nano(usage), f"{SOURCE_PREFIX}{found.id}")
