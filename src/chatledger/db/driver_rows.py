@@ -3,7 +3,7 @@ its column's SQLAlchemy type would bind it.
 
 For an `executemany` of thousands of rows SQLAlchemy spends more time than SQLite: per
 row it builds a parameter dictionary (`construct_params`), then runs every column's bind
-processor, and a timestamp's costs two calls (UTC, then SQLite's text). Here a row is one
+processor, and a timestamp costs two calls (UTC, then SQLite's text). Here a row is one
 tuple, a timestamp is converted once per datetime object (the rows of a group share
 them: when it was asked, when it ended, now) and an empty JSON document is a
 constant. `tests/db/test_driver_rows.py` checks every conversion against the type's own
