@@ -4,6 +4,7 @@ gets its own, created and dropped), and a Ledger on it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -75,13 +76,33 @@ def database_url(
     tmp_path: Path,
     postgres_template: tuple[str, str] | None,
 ) -> Iterator[str]:
-    if request.param == "sqlite":
+    with _database(request.param, tmp_path, postgres_template, migrated=True) as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    postgres_template: tuple[str, str] | None,
+) -> Iterator[str]:
+    """A database no migration has touched yet (the SQLite file does not exist)."""
+    with _database(request.param, tmp_path, postgres_template, migrated=False) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _database(
+    backend: str, tmp_path: Path, postgres_template: tuple[str, str] | None, *, migrated: bool
+) -> Iterator[str]:
+    # SQLite: a new file, which the first Database to open it migrates.
+    if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
         return
     if postgres_template is None:
         pytest.skip("no PostgreSQL server (set CHATLEDGER_TEST_POSTGRES_URL)")
     admin_url, template = postgres_template
-    url = create_database(admin_url, template=template)
+    url = create_database(admin_url, template=template if migrated else None)
     try:
         yield url
     finally:

@@ -4,6 +4,7 @@ and the package's public surface and settings are what they say."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -315,3 +316,16 @@ def test_other_knobs_have_laptop_defaults(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("CHATLEDGER_STREAM_DEBOUNCE_MS", "0")
     settings = Settings()
     assert (settings.task_lease_seconds, settings.stream_debounce_ms) == (5.0, 0)
+
+
+async def test_servers_starting_at_once_migrate_once(empty_database_url: str) -> None:
+    # `chatledger serve --workers N`, or N replicas deployed together: every process opens
+    # the new database at the same moment, and each must come up on the newest schema.
+    databases = [Database(empty_database_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(upgrade(database) for database in databases))
+        revisions = {await current_revision(database) for database in databases}
+    finally:
+        for database in databases:
+            await database.dispose()
+    assert revisions == {_head()}

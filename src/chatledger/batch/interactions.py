@@ -19,22 +19,34 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger.batch.schemas import InteractionItem, ItemResult
-from chatledger.errors import ChatledgerError
 from chatledger.interactions import bulk
 from chatledger.server.deps import acting_for
 from chatledger.tenants.caller import Caller
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
+    """An interaction item checked and its ids settled, before the write transaction,
+    with the verdict it gets when stored in bulk made ready."""
+
     index: int
     raw: dict[str, Any]
     item: InteractionItem
+    pending: bulk.Pending
+    created: ItemResult
+
+
+def entry(caller: Caller, index: int, raw: dict[str, Any], item: InteractionItem) -> Entry:
+    """Raises what recording the item would raise for bad input, before any write."""
+    actor = acting_for(caller, item.user_id)
+    pending = bulk.prepare(actor, item.run_id, item.new())
+    # (pydantic-core's validating constructor is twice as fast as model_construct.)
+    created = ItemResult(index=index, kind="interaction", id=item.id, status="created")
+    return Entry(index, raw, item, pending, created)
 
 
 # Stores one item on its own, in a savepoint, and answers its verdict.
 StoreOne = Callable[[Entry], Awaitable[ItemResult]]
-Rejected = Callable[[Entry, ChatledgerError], ItemResult]
 
 
 async def store_group(
@@ -42,34 +54,23 @@ async def store_group(
     caller: Caller,
     group: list[Entry],
     one: StoreOne,
-    rejected: Rejected,
 ) -> dict[int, ItemResult]:
     """The verdicts of a group of interaction items, by item index."""
     results: dict[int, ItemResult] = {}
-    ready: list[tuple[Entry, bulk.Pending]] = []
-    for entry in group:
-        actor = acting_for(caller, entry.item.user_id)
-        try:
-            pending = bulk.prepare(actor, entry.item.run_id, entry.item.new())
-        except ChatledgerError as exc:
-            results[entry.index] = rejected(entry, exc)
-            continue
-        ready.append((entry, pending))
-    if not ready:
-        return results
-    known = await bulk.lookup(session, caller.project_id, [p for _, p in ready])
+    known = await bulk.lookup(session, caller.project_id, [e.pending for e in group])
     claimed: set[str] = set()  # ids the group's earlier items use
     owners = dict(known.run_owners)
-    block: list[tuple[Entry, bulk.Pending]] = []
+    block: list[Entry] = []
     replays: list[Entry] = []
-    for entry, pending in ready:
+    for entry in group:
+        pending = entry.pending
         if pending.task_id in known.tasks:
             replays.append(entry)
             continue
         actor, owner = pending.caller, owners.setdefault(pending.run_id, pending.caller.user_id)
         visible = actor.sees_all or owner == actor.user_id
         if visible and known.is_fresh(pending) and claimed.isdisjoint(pending.ids):
-            block.append((entry, pending))
+            block.append(entry)
         else:
             results |= await _store_block(session, block, one)
             block = []
@@ -82,20 +83,14 @@ async def store_group(
 
 
 async def _store_block(
-    session: AsyncSession, block: list[tuple[Entry, bulk.Pending]], one: StoreOne
+    session: AsyncSession, block: list[Entry], one: StoreOne
 ) -> dict[int, ItemResult]:
     if not block:
         return {}
     try:
         async with session.begin_nested():
-            await bulk.store(session, [pending for _, pending in block])
+            await bulk.store(session, [entry.pending for entry in block])
     except (bulk.NotFresh, IntegrityError):
         # Rolled back: the database knew better than the lookup. One at a time, then.
-        return {entry.index: await one(entry) for entry, _ in block}
-    # (pydantic-core's validating constructor is twice as fast as model_construct.)
-    return {
-        entry.index: ItemResult(
-            index=entry.index, kind="interaction", id=entry.item.id, status="created"
-        )
-        for entry, _ in block
-    }
+        return {entry.index: await one(entry) for entry in block}
+    return {entry.index: entry.created for entry in block}

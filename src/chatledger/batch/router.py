@@ -27,8 +27,10 @@ async def ingest(
         raise PayloadTooLarge(f"at most {MAX_ITEMS} items per batch", limit=MAX_ITEMS)
     # The body as it came (read once already, kept by the request).
     check_each = storable.may_hold_unstorable(await request.body())
+    # Checked before the write transaction, which other requests' writes wait for.
+    checked = batch.check(caller, body.items, check_each=check_each)
     async with db.transaction() as session:
-        results = await batch.ingest(session, caller, body.items, check_each=check_each)
+        results = await batch.store(session, caller, checked)
     counts = Counter(result.status for result in results)
     return BatchResult(
         results=results,

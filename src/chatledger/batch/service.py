@@ -1,7 +1,9 @@
 """Batch ingest and offline sync (DESIGN.md flow 3): a list of items — runs, messages,
 ended tasks, interactions, trace entries — stored insert-only and idempotently by id.
 
-Each item runs in a savepoint of the request's one transaction: an item that is
+Items are checked first (`check`: validation, ids settled), outside the write
+transaction, so that another request's writes never wait for that work. Then each item
+runs in a savepoint of the request's one transaction (`store`): an item that is
 refused (bad input, a conflict) is rolled back alone and reported `rejected` with its
 reason; an item already stored is `duplicate` and changes nothing. Usage is counted only
 by a task's single terminal transition, so re-uploading history changes no totals.
@@ -11,6 +13,7 @@ Consecutive interaction items, the bulk of a sync, are stored together when they
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -41,27 +44,26 @@ from chatledger.traces import service as traces
 _ITEM = TypeAdapter[Item](Item)
 
 
-async def ingest(
-    session: AsyncSession,
-    caller: Caller,
-    raw_items: list[dict[str, Any]],
-    *,
-    check_each: bool = True,
-) -> list[ItemResult]:
-    """The verdict of each item, in order. `check_each=False`: the items are known to
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """An item that passed validation, ready to be stored."""
+
+    index: int
+    raw: dict[str, Any]
+    item: Item
+
+
+# What checking makes of each item: ready to store, or already its verdict (rejected).
+Verdict = Entry | Checked | ItemResult
+
+
+def check(
+    caller: Caller, raw_items: list[dict[str, Any]], *, check_each: bool = True
+) -> list[Verdict]:
+    """Each item validated, before the write transaction: the CPU work of a batch that
+    other requests' writes need not wait for. `check_each=False`: the items are known to
     hold nothing a database cannot store (`storable.may_hold_unstorable` of the body)."""
-    results: dict[int, ItemResult] = {}
-    group: list[Entry] = []  # consecutive interaction items, stored together
-
-    async def one(entry: Entry) -> ItemResult:
-        return await _store_one(session, caller, entry.index, entry.raw, entry.item)
-
-    async def store_group() -> None:
-        results.update(
-            await interaction_items.store_group(session, caller, group, one, _rejected_entry)
-        )
-        group.clear()
-
+    checked: list[Verdict] = []
     for index, raw in enumerate(raw_items):
         try:
             # What a database cannot store (NUL, …) rejects this item alone (the server's
@@ -71,22 +73,46 @@ async def ingest(
         except InvalidInput as exc:
             # Not even its kind and id are echoed back when they are what is wrong.
             kind, item_id = (_echoable(raw.get(name)) for name in ("kind", "id"))
-            results[index] = _rejected(index, kind, item_id, _error(exc))
+            checked.append(_rejected(index, kind, item_id, _error(exc)))
             continue
         try:
             item = _ITEM.validate_python(raw)
         except ValidationError as exc:
-            results[index] = _rejected(
-                index, raw.get("kind"), raw.get("id"), _validation_error(exc)
-            )
+            kind, item_id = raw.get("kind"), raw.get("id")
+            checked.append(_rejected(index, kind, item_id, _validation_error(exc)))
             continue
-        if isinstance(item, InteractionItem):
-            group.append(Entry(index, raw, item))
+        if not isinstance(item, InteractionItem):
+            checked.append(Checked(index, raw, item))
             continue
-        await store_group()
-        results[index] = await _store_one(session, caller, index, raw, item)
+        try:
+            checked.append(interaction_items.entry(caller, index, raw, item))
+        except ChatledgerError as exc:
+            checked.append(_rejected(index, raw.get("kind"), raw.get("id"), _error(exc)))
+    return checked
+
+
+async def store(session: AsyncSession, caller: Caller, checked: list[Verdict]) -> list[ItemResult]:
+    """The verdict of each item, in order, storing those `check` let through."""
+    results: dict[int, ItemResult] = {}
+    group: list[Entry] = []  # consecutive interaction items, stored together
+
+    async def one(entry: Entry | Checked) -> ItemResult:
+        return await _store_one(session, caller, entry.index, entry.raw, entry.item)
+
+    async def store_group() -> None:
+        results.update(await interaction_items.store_group(session, caller, group, one))
+        group.clear()
+
+    for index, verdict in enumerate(checked):
+        if isinstance(verdict, ItemResult):
+            results[index] = verdict
+        elif isinstance(verdict, Entry):
+            group.append(verdict)
+        else:
+            await store_group()
+            results[index] = await one(verdict)
     await store_group()
-    return [results[index] for index in range(len(raw_items))]
+    return [results[index] for index in range(len(checked))]
 
 
 async def _store_one(
@@ -104,10 +130,6 @@ async def _store_one(
 
 def _error(exc: ChatledgerError) -> dict[str, Any]:
     return {"code": exc.code, "message": exc.message, "details": exc.details}
-
-
-def _rejected_entry(entry: Entry, exc: ChatledgerError) -> ItemResult:
-    return _rejected(entry.index, entry.raw.get("kind"), entry.raw.get("id"), _error(exc))
 
 
 async def _store(session: AsyncSession, caller: Caller, item: Item) -> bool:
