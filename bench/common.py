@@ -40,7 +40,9 @@ PROFILES = REPO / "bench" / "profiles"
 # -- the command line -------------------------------------------------------------------
 
 
-def arguments(description: str) -> argparse.Namespace:
+def arguments(description: str, *, workers: bool = False) -> argparse.Namespace:
+    """The options every script takes; `workers`: also `--workers N`, for a script whose
+    load can keep several server processes busy."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run that every part works"
@@ -51,6 +53,13 @@ def arguments(description: str) -> argparse.Namespace:
         default="both",
         help="which database to measure (default both)",
     )
+    if workers:
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="processes serving each server, chatledger's and a baseline's (default 1)",
+        )
     return parser.parse_args()
 
 
@@ -130,16 +139,22 @@ class Server:
 
 @contextlib.contextmanager
 def serving(
-    app: str, name: str, env: dict[str, str] | None = None, database_url: str | None = None
+    app: str,
+    name: str,
+    env: dict[str, str] | None = None,
+    database_url: str | None = None,
+    workers: int = 1,
 ) -> Iterator[Server]:
     """`bench.serve <app>` under uvicorn in a subprocess, until the block ends. With
-    PROFILE=1 in the environment the server profiles itself into bench/profiles/<name>."""
+    PROFILE=1 in the environment the server profiles itself into bench/profiles/<name>
+    (one worker only)."""
     port = free_port()
     environment = {**os.environ, "CHATLEDGER_ADMIN_KEY": ADMIN_KEY, **(env or {})}
     if database_url is not None:
         environment["CHATLEDGER_DATABASE_URL"] = database_url
     command = [sys.executable, "-m", "bench.serve", app, "--port", str(port)]
-    if os.environ.get("PROFILE"):
+    command += ["--workers", str(workers)]
+    if os.environ.get("PROFILE") and workers == 1:
         PROFILES.mkdir(exist_ok=True)
         command += ["--profile", str(PROFILES / f"{name}.html")]
     process = subprocess.Popen(command, cwd=REPO, env=environment)
@@ -182,8 +197,22 @@ def new_user_key(server: Server, user_id: str = "bench") -> str:
     return secret
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (a server's workers), as they are now."""
+    found = [pid]
+    for process in found:
+        for thread in Path(f"/proc/{process}/task").iterdir():
+            found += [int(child) for child in (thread / "children").read_text().split()]
+    return found
+
+
 def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident memory so far (VmHWM), in MB."""
+    """The peak resident memory so far (VmHWM) of the process and its workers, summed
+    (each one's own peak: an upper bound of what they held at one moment), in MB."""
+    return sum(_own_peak_rss_mb(process) for process in process_tree(pid))
+
+
+def _own_peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -191,9 +220,12 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time the process has used so far (user + system), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    """CPU time the process and its workers have used so far (user + system), in
+    seconds."""
+    ticks = 0
+    for process in process_tree(pid):
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

@@ -7,7 +7,7 @@ rows (runs with their aggregates, tasks, messages, daily usage) with the plain d
 executemany, a transaction per 500 interactions, under the same durability settings, from
 rows built before the clock starts: what the database itself can take.
 
-    python -m bench.ingest [--quick] [--db sqlite|postgresql|both]
+    python -m bench.ingest [--quick] [--db sqlite|postgresql|both] [--workers N]
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ INTERACTIONS = 20_000
 QUICK_INTERACTIONS = 2_000
 BATCH = 500
 PER_RUN = 10
-# Batches in flight at once: the client keeps the server busy while it reads a reply.
+# Batches in flight at once per server process: the client keeps each busy while it reads
+# a reply.
 CONCURRENCY = 2
 MODELS = ("openai/gpt-4o-mini", "openai/gpt-4o", "anthropic/claude-3-5-haiku-latest")
 PROMPT = "Question {i}: how would you plan a three-day trip to Lisbon on a modest budget?"
@@ -248,11 +249,11 @@ def baseline_rate(database: BenchDatabase, items: list[dict[str, Any]]) -> float
 # -- chatledger: POST /v1/batch over HTTP ------------------------------------------------
 
 
-async def upload(url: str, key: str, items: list[dict[str, Any]]) -> float:
+async def upload(url: str, key: str, items: list[dict[str, Any]], workers: int = 1) -> float:
     """Seconds from the first batch sent to every interaction queryable."""
     bodies = [json.dumps({"items": batch}).encode() for batch in batches(items)]
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    gate = asyncio.Semaphore(CONCURRENCY)
+    gate = asyncio.Semaphore(CONCURRENCY * workers)
     retries: list[int] = []
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300) as client:
 
@@ -284,8 +285,9 @@ async def upload(url: str, key: str, items: list[dict[str, Any]]) -> float:
     return elapsed
 
 
-def measure(dialect: str, count: int) -> None:
-    header(f"ingest: {count:,} interactions in batches of {BATCH}, {dialect}")
+def measure(dialect: str, count: int, workers: int) -> None:
+    processes = f", {workers} server processes" if workers > 1 else ""
+    header(f"ingest: {count:,} interactions in batches of {BATCH}, {dialect}{processes}")
     with fresh_database(dialect) as database:
         baseline = baseline_rate(database, workload(count))
     wanted = max(MIN_RATE, MIN_SHARE_OF_BASELINE * baseline)
@@ -295,10 +297,12 @@ def measure(dialect: str, count: int) -> None:
         items = workload(count, client_cost)
         with (
             fresh_database(dialect) as database,
-            serving("chatledger", f"ingest-{dialect}", database_url=database.url) as server,
+            serving(
+                "chatledger", f"ingest-{dialect}", database_url=database.url, workers=workers
+            ) as server,
         ):
             key = new_user_key(server)
-            elapsed = asyncio.run(upload(server.url, key, items))
+            elapsed = asyncio.run(upload(server.url, key, items, workers))
             peak_rss = max(peak_rss, peak_rss_mb(server.pid))
         rate = count / elapsed
         report(
@@ -320,9 +324,9 @@ def measure(dialect: str, count: int) -> None:
 
 
 def main() -> None:
-    args = arguments(__doc__ or "")
+    args = arguments(__doc__ or "", workers=True)
     for dialect in dialects(args.db):
-        measure(dialect, QUICK_INTERACTIONS if args.quick else INTERACTIONS)
+        measure(dialect, QUICK_INTERACTIONS if args.quick else INTERACTIONS, args.workers)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ millisecond. The baseline is the same load against a bare SSE endpoint streaming
 tokens and recording nothing (bench/bare_sse.py), measured in the same run just before.
 Latencies are from sending the request to the first `delta` event and to the `done` event.
 
-    python -m bench.live_chat [--quick] [--db sqlite|postgresql|both]
+    python -m bench.live_chat [--quick] [--db sqlite|postgresql|both] [--workers N]
 """
 
 from __future__ import annotations
@@ -160,13 +160,19 @@ def compare(name: str, ours: list[float], bare: list[float]) -> None:
         )
 
 
-def measure(dialect: str, conversations: int) -> None:
-    header(f"live chat: {conversations} conversations x {TURNS} streamed replies, {dialect}")
-    with serving("bare-sse", f"live-bare-{dialect}") as server:
+def measure(dialect: str, conversations: int, workers: int) -> None:
+    processes = f", {workers} processes per server" if workers > 1 else ""
+    header(
+        f"live chat: {conversations} conversations x {TURNS} streamed replies, {dialect}"
+        + processes
+    )
+    with serving("bare-sse", f"live-bare-{dialect}", workers=workers) as server:
         bare = asyncio.run(load(server, None, conversations))
     with (
         fresh_database(dialect) as database,
-        serving("chatledger", f"live-{dialect}", database_url=database.url) as server,
+        serving(
+            "chatledger", f"live-{dialect}", database_url=database.url, workers=workers
+        ) as server,
     ):
         ours = asyncio.run(load(server, new_user_key(server), conversations))
     compare("time to first token", ours.first_token, bare.first_token)
@@ -183,9 +189,9 @@ def measure(dialect: str, conversations: int) -> None:
 
 
 def main() -> None:
-    args = arguments(__doc__ or "")
+    args = arguments(__doc__ or "", workers=True)
     for dialect in dialects(args.db):
-        measure(dialect, QUICK_CONVERSATIONS if args.quick else CONVERSATIONS)
+        measure(dialect, QUICK_CONVERSATIONS if args.quick else CONVERSATIONS, args.workers)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
 Both run under one uvicorn configuration (no access log: a deployment's choice, and it
 would cost both sides the same), so the difference between them is chatledger's work.
 `--profile FILE` samples the whole process with pyinstrument and writes an HTML report
-when the server stops.
+when the server stops. `--workers N` serves the port from N processes, as `chatledger
+serve --workers N` does (uvicorn's supervisor, each worker importing the app afresh).
 """
 
 from __future__ import annotations
@@ -17,9 +18,19 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+
+
+def chatledger_app() -> FastAPI:
+    """The app of one worker process (`--workers N`): settings from CHATLEDGER_*."""
+    return _app("chatledger")
+
+
+# What each worker process imports (uvicorn's factory form for chatledger).
+WORKER_TARGETS = {"chatledger": "bench.serve:chatledger_app", "bare-sse": "bench.bare_sse:app"}
 
 
 def _app(name: str) -> FastAPI:
@@ -54,11 +65,22 @@ def main() -> None:
     parser.add_argument("app", choices=("chatledger", "bare-sse"))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--profile", help="write a pyinstrument HTML profile here")
+    parser.add_argument("--workers", type=int, default=1, help="processes serving the port")
     args = parser.parse_args()
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": args.port,
+        "log_level": "warning",
+        "access_log": False,
+    }
+    if args.workers > 1:
+        if args.profile:
+            parser.error("--profile samples one process: it cannot follow --workers")
+        target = WORKER_TARGETS[args.app]
+        uvicorn.run(target, factory=args.app == "chatledger", workers=args.workers, **options)
+        return
     with _profiled(args.profile):
-        uvicorn.run(
-            _app(args.app), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
-        )
+        uvicorn.run(_app(args.app), **options)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
 """`chatledger serve`: `--no-auth` is refused (exit 2, one clear line) unless bound to a
-loopback address; on loopback, a real server in a subprocess answers as the local user."""
+loopback address; on loopback, a real server in a subprocess answers as the local user;
+`--workers N` serves one port and one ledger from N processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -19,6 +23,7 @@ from chatledger.cli.app import app
 from chatledger.cli.serve import is_loopback
 
 DEADLINE_S = 30
+ADMIN_KEY = "admin-key-for-the-serve-tests"
 
 
 @pytest.mark.parametrize(
@@ -53,17 +58,17 @@ def test_what_counts_as_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
-@pytest.fixture
-def local_server(tmp_path: Path) -> Iterator[str]:
-    """`chatledger serve --no-auth` on a free loopback port, in a subprocess."""
+@contextlib.contextmanager
+def serving(database_url: str, *options: str, admin_key: str = "") -> Iterator[Server]:
+    """`chatledger serve <options>` on a free loopback port, in a subprocess, until the
+    block ends."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
-    command = [sys.executable, "-m", "chatledger", "--db", url, "serve", "--no-auth"]
+    command = [sys.executable, "-m", "chatledger", "--db", database_url, "serve", *options]
     process = subprocess.Popen(
         [*command, "--port", str(port)],
-        env={**os.environ, "CHATLEDGER_ADMIN_KEY": ""},
+        env={**os.environ, "CHATLEDGER_ADMIN_KEY": admin_key},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -79,12 +84,34 @@ def local_server(tmp_path: Path) -> Iterator[str]:
                 pass
             assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.05)
-        yield base_url
+        yield Server(base_url, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=DEADLINE_S)
         if process.stderr is not None:
             process.stderr.close()
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+
+    def workers(self) -> list[int]:
+        """The processes uvicorn's supervisor started to serve the port."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return [
+            int(child)
+            for child in children
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        ]
+
+
+@pytest.fixture
+def local_server(tmp_path: Path) -> Iterator[str]:
+    """`chatledger serve --no-auth` on a free loopback port, in a subprocess."""
+    with serving(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}", "--no-auth") as server:
+        yield server.url
 
 
 def test_no_auth_on_loopback_serves_the_local_user(local_server: str) -> None:
@@ -95,3 +122,40 @@ def test_no_auth_on_loopback_serves_the_local_user(local_server: str) -> None:
         reply = client.post("/v1/chat", json={"message": {"content": "hi"}, "stream": False})
         assert reply.status_code == 200, reply.text
         assert reply.json()["text"] == "Echo: hi"
+
+
+def test_workers_share_the_port_and_the_ledger(empty_database_url: str) -> None:
+    # Two processes open a database never migrated, at the same moment, then take
+    # requests from many connections: every write lands once, in one ledger.
+    interactions, connections = 40, 8
+    with serving(empty_database_url, "--workers", "2", admin_key=ADMIN_KEY) as server:
+        assert len(server.workers()) == 2
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        made = httpx.post(f"{server.url}/v1/admin/users", json={"id": "ana"}, headers=admin)
+        assert made.status_code == 201, made.text
+        headers = {"Authorization": f"Bearer {made.json()['api_key']['secret']}"}
+
+        def send(n: int) -> int:
+            # A connection of its own each time, so that both workers accept some.
+            item = {
+                "kind": "interaction",
+                "id": f"task-{n}",
+                "run_id": f"run-{n % 4}",
+                "model": "echo",
+                "prompt": f"question {n}",
+                "response": f"answer {n}",
+                "usage": {"input_tokens": 3, "output_tokens": 5},
+            }
+            body = {"items": [item]}
+            with httpx.Client(base_url=server.url, headers=headers, timeout=DEADLINE_S) as client:
+                return client.post("/v1/batch", json=body).json()["created"]
+
+        with ThreadPoolExecutor(connections) as pool:
+            created = sum(pool.map(send, [n % interactions for n in range(2 * interactions)]))
+        usage = httpx.get(f"{server.url}/v1/usage/daily", headers=headers).json()
+        runs = httpx.get(f"{server.url}/v1/runs", headers=headers).json()
+        assert len(server.workers()) == 2  # neither died under the load
+    assert created == interactions  # each sent twice, created once
+    assert usage["totals"]["requests"] == interactions
+    assert usage["totals"]["input_tokens"] == 3 * interactions
+    assert sum(run["message_count"] for run in runs["items"]) == 2 * interactions

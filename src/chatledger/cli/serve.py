@@ -1,17 +1,32 @@
 """`chatledger serve`: the HTTP API under uvicorn. `--no-auth` (every request is the local
-user) is for one person on one machine, so it is refused unless bound to loopback."""
+user) is for one person on one machine, so it is refused unless bound to loopback.
+
+`--workers N` runs N processes on one port, which is how the API uses more than one core:
+each is a replica as DESIGN.md has them (stateless; a live reply another worker answers is
+followed through the database; rate limits are per key and process). uvicorn starts each
+worker afresh, so what `serve` was given travels in the environment (`worker_app`).
+"""
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
+import os
+import sys
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from chatledger.cli.context import errors, state_of
+from chatledger.config import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 # typer's own exit status for a usage error: this is one.
 USAGE_ERROR = 2
+# Set by `serve` for its workers, always (never inherited from whoever started `serve`).
+NO_AUTH_ENV = "CHATLEDGER_SERVE_NO_AUTH"
+DATABASE_URL_ENV = "CHATLEDGER_DATABASE_URL"
 
 
 def is_loopback(host: str) -> bool:
@@ -34,6 +49,9 @@ def serve(
             "--no-auth", help="No API keys: every request is the local user (loopback only)."
         ),
     ] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes serving the port (one per core).")
+    ] = 1,
 ) -> None:
     """Run the HTTP API (migrating the database first)."""
     if no_auth and not is_loopback(host):
@@ -43,10 +61,28 @@ def serve(
             "(chatledger keys) to serve other machines."
         )
         raise typer.Exit(USAGE_ERROR)
-    # Imported here: the server's dependencies need not load for every command.
+    # Imported here: the server's dependencies need not load for every command (nor in
+    # the process that only supervises workers).
     import uvicorn
 
+    settings = state_of(ctx).settings()
+    if workers == 1:
+        from chatledger.server.app import create_app
+
+        uvicorn.run(create_app(settings, no_auth=no_auth), host=host, port=port)
+        return
+    os.environ[DATABASE_URL_ENV] = settings.database_url
+    os.environ[NO_AUTH_ENV] = "1" if no_auth else "0"
+    # The supervisor only watches its workers: this process becomes plain uvicorn (same
+    # pid, so signals and process managers see no difference), without the ~60 MB that
+    # the CLI and chatledger's imports hold here.
+    target = f"{__name__}:{worker_app.__name__}"
+    options = ["--factory", "--workers", str(workers), "--host", host, "--port", str(port)]
+    os.execv(sys.executable, [sys.executable, "-m", "uvicorn", target, *options])
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process of `serve --workers N`, as `serve` configured it."""
     from chatledger.server.app import create_app
 
-    app = create_app(state_of(ctx).settings(), no_auth=no_auth)
-    uvicorn.run(app, host=host, port=port)
+    return create_app(Settings(), no_auth=os.environ.get(NO_AUTH_ENV) == "1")
