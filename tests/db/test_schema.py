@@ -27,8 +27,11 @@ from chatledger.config import default_database_path
 from chatledger.db.base import Base
 from chatledger.db.engine import Database
 from chatledger.db.migrate import MIGRATIONS, alembic_config, current_revision, upgrade
+from chatledger.interactions.bulk_statements import sqlite_ids
+from chatledger.messages.models import Message
 from chatledger.runs import service as runs
 from chatledger.runs.models import Run
+from chatledger.tasks.models import Task
 from chatledger.usage import service as usage
 
 MODEL_MODULES = (
@@ -193,6 +196,27 @@ async def test_a_projects_daily_usage_is_read_from_its_index_alone(ledger: Ledge
             plan = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", args)).all()
             details = " ".join(str(row[-1]) for row in plan)
             assert "COVERING INDEX ix_usage_daily_project_day_sums" in details, details
+
+
+async def test_sqlite_bulk_lookups_search_their_index(ledger: Ledger) -> None:
+    # Batch ingest asks which of 500 ids are stored as `IN (SELECT value FROM
+    # json_each(?))`: one parameter, and still one index search per id.
+    if not ledger.database.is_sqlite:
+        pytest.skip("SQLite's query plan")
+    lookups = [
+        (Task.id, "sqlite_autoindex_tasks_1"),
+        (Task.user_message_id, "ix_tasks_project_id_user_message_id"),
+        (Message.id, "sqlite_autoindex_messages_1"),
+    ]
+    async with ledger.database.read_engine.connect() as connection:
+        for column, index in lookups:
+            stmt = select(column).where(
+                column.table.c.project_id == "local", column.in_(sqlite_ids(["a", "b"]))
+            )
+            sql = stmt.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+            plan = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")).all()
+            details = " ".join(str(row[-1]) for row in plan)
+            assert f"SEARCH {column.table.name} USING COVERING INDEX {index}" in details, details
 
 
 async def test_sqlite_database_directory_is_created(tmp_path: Path) -> None:
