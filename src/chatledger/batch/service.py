@@ -54,16 +54,16 @@ class Checked:
 
 
 # What checking makes of each item: ready to store, or already its verdict (rejected).
-Verdict = Entry | Checked | ItemResult
+CheckResult = Entry | Checked | ItemResult
 
 
 def check(
     caller: Caller, raw_items: list[dict[str, Any]], *, check_each: bool = True
-) -> list[Verdict]:
+) -> list[CheckResult]:
     """Each item validated, before the write transaction: the CPU work of a batch that
     other requests' writes need not wait for. `check_each=False`: the items are known to
     hold nothing a database cannot store (`storable.may_hold_unstorable` of the body)."""
-    checked: list[Verdict] = []
+    checked: list[CheckResult] = []
     for index, raw in enumerate(raw_items):
         try:
             # What a database cannot store (NUL, …) rejects this item alone (the server's
@@ -91,7 +91,9 @@ def check(
     return checked
 
 
-async def store(session: AsyncSession, caller: Caller, checked: list[Verdict]) -> list[ItemResult]:
+async def store(
+    session: AsyncSession, caller: Caller, checked: list[CheckResult]
+) -> list[ItemResult]:
     """The verdict of each item, in order, storing those `check` let through."""
     results: dict[int, ItemResult] = {}
     group: list[Entry] = []  # consecutive interaction items, stored together
@@ -103,14 +105,14 @@ async def store(session: AsyncSession, caller: Caller, checked: list[Verdict]) -
         results.update(await interaction_items.store_group(session, caller, group, one))
         group.clear()
 
-    for index, verdict in enumerate(checked):
-        if isinstance(verdict, ItemResult):
-            results[index] = verdict
-        elif isinstance(verdict, Entry):
-            group.append(verdict)
+    for index, checked_item in enumerate(checked):
+        if isinstance(checked_item, ItemResult):
+            results[index] = checked_item
+        elif isinstance(checked_item, Entry):
+            group.append(checked_item)
         else:
             await store_group()
-            results[index] = await one(verdict)
+            results[index] = await one(checked_item)
     await store_group()
     return [results[index] for index in range(len(checked))]
 
