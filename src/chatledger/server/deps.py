@@ -44,7 +44,9 @@ class AppState:
         )
 
 
-def app_state(request: Request) -> AppState:
+# Dependencies are `async def` even when they never await: FastAPI runs a plain `def`
+# dependency in its thread pool, two thread hand-offs per request for an attribute read.
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.chatledger
     return state
 
@@ -52,7 +54,7 @@ def app_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(app_state)]
 
 
-def database(state: StateDep) -> Database:
+async def database(state: StateDep) -> Database:
     return state.database
 
 

@@ -41,8 +41,6 @@ async def daily_usage(
         raise InvalidInput("from", f"the range is at most {MAX_DAYS} days")
     async with db.reading() as session:
         found = await usage.daily(session, caller, start, end, group_by=group_by, user_id=user_id)
+    totals = UsageCounts(**{name: sum(row[name] for row in found) for name in usage.COUNTERS})
     rows = [UsageRow(**row) for row in found]
-    totals = UsageCounts(
-        **{name: sum(getattr(row, name) for row in rows) for name in usage.COUNTERS}
-    )
     return DailyUsage(start=start, end=end, group_by=group_by, rows=rows, totals=totals)
