@@ -1,7 +1,8 @@
-"""The second wall, under the query layer (PostgreSQL row-level security, migration 0006):
-raw SQL with no WHERE at all, run in a caller's transaction, returns only that caller's
-rows; with no caller set it returns nothing; writes past the wall change nothing; and the
-requests of the real app run behind it. PostgreSQL only: SQLite has no roles."""
+"""The second wall, under the query layer (PostgreSQL row-level security, migrations 0006
+and 0009): raw SQL with no WHERE at all, run in a caller's transaction, returns only that
+caller's rows; with no caller set either caller role returns nothing; writes past the
+wall change nothing; and the requests of the real app run behind it. PostgreSQL only:
+SQLite has no roles."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ USER_TABLES = ("runs", "tasks", "usage_daily", "traces")
 SYSTEM_PROJECT = "system"  # the built-in prompts, readable by every caller
 # The tenancy directory, deliberately not walled (see migration 0006).
 OPEN_TABLES = {"projects", "users", "orgs", "memberships", "alembic_version"}
+# The caller roles: members and viewers; owners, admins and service keys (whole project).
+ROLES = (walls.CALLER_ROLE, walls.PROJECT_CALLER_ROLE)
 
 Row = dict[str, Any]
 
@@ -112,14 +115,15 @@ async def test_with_no_caller_set_the_caller_role_sees_nothing(
     database = database_of(app)
     await fill(alice, database)
     await fill(bob, database)
-    async with database.reading() as session:
-        await session.execute(text(f"SET LOCAL ROLE {walls.CALLER_ROLE}"))
-        for table in (*TENANT_TABLES, "variables"):
-            found = await session.execute(text(f"SELECT * FROM {table}"))
-            tenants = [r for r in found.mappings() if r.get("project_id") != SYSTEM_PROJECT]
-            assert tenants == [], table
-        builtins = await session.scalar(text("SELECT count(*) FROM prompts"))
-        assert builtins == 3  # only the built-ins, readable by anyone
+    for role in ROLES:
+        async with database.reading() as session:
+            await session.execute(text(f"SET LOCAL ROLE {role}"))
+            for table in (*TENANT_TABLES, "variables"):
+                found = await session.execute(text(f"SELECT * FROM {table}"))
+                tenants = [r for r in found.mappings() if r.get("project_id") != SYSTEM_PROJECT]
+                assert tenants == [], f"{table} as {role}"
+            builtins = await session.scalar(text("SELECT count(*) FROM prompts"))
+            assert builtins == 3  # only the built-ins, readable by anyone
 
 
 async def test_a_member_sees_only_his_own_rows_of_the_project(
@@ -204,7 +208,7 @@ async def test_a_request_runs_behind_the_wall_of_its_caller(
     entering = [i for i, (sql, _) in enumerate(sent) if "set_config('role'" in sql]
     assert len(entering) == 1
     _, parameters = sent[entering[0]]
-    assert parameters["role"] == walls.CALLER_ROLE
+    assert parameters["role"] == walls.PROJECT_CALLER_ROLE  # Alice owns her project
     assert (parameters["project_id"], parameters["user_id"]) == (alice.project_id, "alice")
     assert any("FROM runs" in sql for sql, _ in sent[entering[0] + 1 :])
     # Nothing lingers once the request is over: this test's own context is unbound.
@@ -256,8 +260,10 @@ async def test_variables_are_walled_by_scope(app: FastAPI, alice: Account, bob: 
     assert await seen(owner(bob)) == {("user", "bob"), ("project", bob.project_id)}
 
 
-async def test_every_table_is_walled_or_deliberately_open(app: FastAPI) -> None:
-    """A table added later must take a side: a policy, or a place in OPEN_TABLES."""
+@pytest.mark.parametrize("role", ROLES)
+async def test_every_table_is_walled_or_deliberately_open(app: FastAPI, role: str) -> None:
+    """A table added later must take a side: a policy for every caller role (for all
+    commands, not only reading), or a place in OPEN_TABLES."""
     async with database_of(app).reading() as session:
         found = await session.execute(
             text(
@@ -265,15 +271,32 @@ async def test_every_table_is_walled_or_deliberately_open(app: FastAPI) -> None:
                 " EXISTS (SELECT 1 FROM information_schema.columns k WHERE k.table_schema ="
                 "  current_schema() AND k.table_name = c.relname AND k.column_name = 'project_id'),"
                 " EXISTS (SELECT 1 FROM pg_policies p WHERE p.schemaname = current_schema()"
-                "  AND p.tablename = c.relname AND p.policyname = 'tenant_wall'"
-                "  AND :role = ANY (p.roles))"
+                "  AND p.tablename = c.relname AND p.cmd = 'ALL' AND :role = ANY (p.roles))"
                 " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
             ),
-            {"role": walls.CALLER_ROLE},
+            {"role": role},
         )
         tables = {name: (secured, tenant, policy) for name, secured, tenant, policy in found}
     walled = {name for name, (secured, _, policy) in tables.items() if secured and policy}
     assert {name for name, (_, tenant, _) in tables.items() if tenant} <= walled
     assert set(TENANT_TABLES) | {"variables"} == walled
     assert set(tables) - walled == OPEN_TABLES
+
+
+async def test_a_whole_project_caller_is_not_filtered_row_by_row(
+    app: FastAPI, alice: Account
+) -> None:
+    # Migration 0009: for an owner, the policy is the project alone, which PostgreSQL
+    # checks once against the query's own project_id; asking each row whether the caller
+    # sees them all (0006's rule) made the planner expect a hundredth of the rows.
+    database = database_of(app)
+    member = Caller(alice.project_id, "bob", role="member", key_kind="user")
+    sql = f"EXPLAIN SELECT * FROM usage_daily WHERE project_id = '{alice.project_id}'"
+    plans = {}
+    for caller in (owner(alice), member):
+        with walls.acting_as(caller):
+            async with database.reading() as session:
+                plans[caller.sees_all] = " ".join(await session.scalars(text(sql)))
+    assert "chatledger.user_id" not in plans[True], plans[True]
+    assert "chatledger.user_id" in plans[False], plans[False]  # a member's rows are his own

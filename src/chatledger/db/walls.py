@@ -1,8 +1,10 @@
 """The second tenant wall, under the query layer: on PostgreSQL a transaction opened for
-a caller runs as the role `chatledger_caller`, whose row-level security policies
-(migration 0006) let it see only the caller's project, and in it only the caller's own
-rows unless the caller sees the whole project. A query that forgets its `WHERE
-project_id = …` then still finds nothing of anyone else's.
+a caller runs as one of two roles, whose row-level security policies let it see only
+the caller's project: `chatledger_caller` for members and viewers, and in the project
+only the caller's own rows (migration 0006); `chatledger_project_caller` for owners,
+admins and service keys, who see the whole project (migration 0009: a policy that need
+not ask of each row whether the caller sees it all, which the planner can estimate). A
+query that forgets its `WHERE project_id = …` then still finds nothing of anyone else's.
 
 Who the caller is travels with the code that serves them: `acting_as(caller)` binds it
 for the current asyncio context (a request, a Ledger call), and asyncio tasks started
@@ -25,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 CALLER_ROLE = "chatledger_caller"
+PROJECT_CALLER_ROLE = "chatledger_project_caller"
 
 
 class Scope(Protocol):
@@ -80,6 +83,10 @@ def bound() -> Scope | None:
     return _bound.get()
 
 
+def role_of(scope: Scope) -> str:
+    return PROJECT_CALLER_ROLE if scope.sees_all else CALLER_ROLE
+
+
 async def enter(session: AsyncSession) -> None:
     """Put the session's new transaction behind the wall of the bound caller, if any.
     PostgreSQL only; the first statement of the transaction."""
@@ -89,7 +96,7 @@ async def enter(session: AsyncSession) -> None:
     await session.execute(
         _ENTER,
         {
-            "role": CALLER_ROLE,
+            "role": role_of(scope),
             "project_id": scope.project_id,
             "user_id": scope.user_id,
             "sees_all": "on" if scope.sees_all else "off",

@@ -39,6 +39,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from chatledger.db import caller_roles
+
 revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
@@ -92,59 +94,12 @@ POLICIES: dict[str, str] = {
 }
 BUILTIN_TABLES = ("prompts", "prompt_versions", "prompt_labels")
 
-CREATE_ROLE = f"""
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN
-        BEGIN
-            CREATE ROLE {ROLE} NOLOGIN;
-        -- Another database of the same server migrating at the same moment made it.
-        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-        END;
-    END IF;
-    -- SET ROLE needs membership; superusers have it already.
-    IF NOT pg_has_role(current_user, '{ROLE}', 'MEMBER') THEN
-        EXECUTE format('GRANT {ROLE} TO %I', current_user);
-    END IF;
-END $$
-"""
-
-GRANTS = f"""
-DO $$
-BEGIN
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO {ROLE}', current_schema());
-    EXECUTE format(
-        'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I TO {ROLE}',
-        current_schema());
-    EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %I TO {ROLE}',
-        current_schema());
-    -- Tables of later migrations are usable by callers too; a test checks that every
-    -- table with a project_id has its policy.
-    EXECUTE format(
-        'ALTER DEFAULT PRIVILEGES IN SCHEMA %I'
-        ' GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {ROLE}', current_schema());
-    REVOKE ALL ON alembic_version FROM {ROLE};
-END $$
-"""
-
-REVOKES = f"""
-DO $$
-BEGIN
-    EXECUTE format(
-        'ALTER DEFAULT PRIVILEGES IN SCHEMA %I'
-        ' REVOKE SELECT, INSERT, UPDATE, DELETE ON TABLES FROM {ROLE}', current_schema());
-    EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA %I FROM {ROLE}', current_schema());
-    EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM {ROLE}', current_schema());
-    EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM {ROLE}', current_schema());
-END $$
-"""
-
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return  # SQLite has no roles: the query layer is its only wall
-    op.execute(CREATE_ROLE)
-    op.execute(GRANTS)
+    op.execute(caller_roles.create(ROLE))
+    op.execute(caller_roles.grant(ROLE))
     for table, rule in POLICIES.items():
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
         op.execute(f"CREATE POLICY tenant_wall ON {table} TO {ROLE} USING ({rule})")
@@ -164,4 +119,4 @@ def downgrade() -> None:
     for table in POLICIES:
         op.execute(f"DROP POLICY IF EXISTS tenant_wall ON {table}")
         op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
-    op.execute(REVOKES)
+    op.execute(caller_roles.revoke(ROLE))
