@@ -17,7 +17,7 @@ from chatledger.runs.models import Run
 from chatledger.tasks import service as tasks
 from chatledger.tasks.models import Task
 from chatledger.tokens import TokenUsage
-from chatledger.usage.models import UsageDaily
+from chatledger.usage.models import ProjectUsageDaily, UsageDaily
 from chatledger.verify import USAGE_FIELDS, Drift
 
 RUNS = [f"run-{n}" for n in range(6)]
@@ -355,3 +355,93 @@ async def test_repair_of_a_run_whose_rows_are_all_gone(ledger: Ledger) -> None:
         "total_cost_nano": 0,
     }
     assert await usage_table(ledger) == {}
+
+
+async def totals_table(ledger: Ledger) -> dict[tuple[str, date, str], dict[str, int]]:
+    async with ledger.database.reading() as session:
+        return {
+            (row.project_id, row.day, row.model): {
+                name: getattr(row, name) for name in USAGE_FIELDS
+            }
+            for row in await session.scalars(select(ProjectUsageDaily))
+        }
+
+
+def summed_over_users(
+    usage: dict[tuple[str, str, date, str], dict[str, int]],
+) -> dict[tuple[str, date, str], dict[str, int]]:
+    totals: dict[tuple[str, date, str], dict[str, int]] = {}
+    for (project_id, _user, day, model), counters in usage.items():
+        row = totals.setdefault((project_id, day, model), dict.fromkeys(USAGE_FIELDS, 0))
+        for name, n in counters.items():
+            row[name] += n
+    return totals
+
+
+async def test_the_projects_totals_follow_every_write_of_usage_rows(ledger: Ledger) -> None:
+    """Migration 0010's triggers: whoever writes usage_daily (the save flow, a hand-written
+    fix, a row moved to another day, a deleted row), the project's totals move with it in
+    the same statement; verify then names drift of the totals themselves, and repairs it."""
+    await reply(ledger, "r1", "hello")
+    await fail_only(ledger, "r1", "and again")
+    await service_task(ledger, "r1", 1, "completed")
+    usage = await usage_table(ledger)
+    assert len(usage) == 2  # echo and gpt-4o, today
+    assert await totals_table(ledger) == summed_over_users(usage)
+
+    (project_id, user_id, day, model) = next(key for key in usage if key[3] == "echo")
+    by_key = {"p": project_id, "u": user_id, "d": day, "m": model}
+    where = "project_id = :p AND user_id = :u AND day = :d AND model = :m"
+    # Another user's row on the same key, a change in place, a row moved to another day.
+    await execute(
+        ledger,
+        "INSERT INTO usage_daily (project_id, user_id, day, model, requests, failed_requests,"
+        " input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_nano)"
+        " VALUES (:p, 'someone-else', :d, :m, 2, 1, 30, 20, 0, 0, 5)",
+        **by_key,
+    )
+    await execute(ledger, f"UPDATE usage_daily SET input_tokens = 1 WHERE {where}", **by_key)
+    await execute(
+        ledger,
+        f"UPDATE usage_daily SET day = :other WHERE {where}",
+        other=date(2020, 1, 1),
+        **by_key,
+    )
+    usage = await usage_table(ledger)
+    totals = await totals_table(ledger)
+    assert totals == summed_over_users(usage)
+    assert (project_id, date(2020, 1, 1), model) in totals
+    assert totals[(project_id, day, model)]["requests"] == 2  # someone else's alone now
+    # Deleting the last row of a key takes its totals row away too.
+    await execute(ledger, "DELETE FROM usage_daily WHERE day = :d", d=date(2020, 1, 1))
+    assert (project_id, date(2020, 1, 1), model) not in await totals_table(ledger)
+    assert await totals_table(ledger) == summed_over_users(await usage_table(ledger))
+    # Only the usage rows drifted (from their tasks), not the totals (from the usage rows).
+    assert {drift.table for drift in await ledger.verify()} == {"usage_daily"}
+
+    # Drift of the totals themselves: written past the triggers.
+    await execute(
+        ledger,
+        "UPDATE project_usage_daily SET cost_nano = cost_nano + 9"
+        " WHERE project_id = :p AND day = :d AND model = :m",
+        p=project_id,
+        d=day,
+        m=model,
+    )
+    await execute(
+        ledger,
+        "INSERT INTO project_usage_daily (project_id, day, model, requests, failed_requests,"
+        " input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_nano)"
+        " VALUES ('local', :d, 'ghost', 1, 0, 0, 0, 0, 0, 0)",
+        d=date(2021, 1, 1),
+    )
+    found = {(d.table, d.key, d.field) for d in await ledger.verify()}
+    assert ("project_usage_daily", (project_id, day, model), "cost_nano") in found
+    assert ("project_usage_daily", ("local", date(2021, 1, 1), "ghost"), "requests") in found
+
+    await ledger.verify(fix=True)
+
+    assert await ledger.verify() == []
+    usage = await usage_table(ledger)
+    assert await totals_table(ledger) == summed_over_users(usage)
+    assert {key[3] for key in usage} == {"echo", "gpt-4o"}

@@ -5,29 +5,23 @@ chatledger, e.g. by hand or by an older tool)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import BigInteger, case, cast, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatledger.db.base import table_of
 from chatledger.messages.models import Message
 from chatledger.runs.models import Run
 from chatledger.tasks.models import TERMINAL, Task
-from chatledger.usage.models import UsageDaily
-from chatledger.usage.service import FAILED
+from chatledger.usage.models import ProjectUsageDaily, UsageDaily
+from chatledger.usage.service import COUNTERS, FAILED
 
 RUN_FIELDS = ("task_count", "message_count", "total_tokens", "total_cost_nano")
-USAGE_FIELDS = (
-    "requests",
-    "failed_requests",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "cost_nano",
-)
+USAGE_FIELDS = COUNTERS  # the counters of both daily usage tables
 
 
 @dataclass(frozen=True)
@@ -44,7 +38,7 @@ class Drift:
 
 
 async def find_drift(session: AsyncSession) -> list[Drift]:
-    return await _run_drift(session) + await _usage_drift(session)
+    return await _run_drift(session) + await _usage_drift(session) + await _totals_drift(session)
 
 
 async def repair(session: AsyncSession) -> list[Drift]:
@@ -60,23 +54,29 @@ async def repair(session: AsyncSession) -> list[Drift]:
             )
     usage_keys = {d.key for d in drifts if d.table == "usage_daily"}
     if usage_keys:
-        expected = await _usage_from_tasks(session)
-        for key in usage_keys:
-            where = _usage_where(key)
-            await session.execute(delete(UsageDaily).where(*where))
-            if key in expected:
-                project_id, user_id, day, model = key
-                session.add(
-                    UsageDaily(
-                        project_id=project_id,
-                        user_id=user_id,
-                        day=day,
-                        model=model,
-                        **dict(zip(USAGE_FIELDS, expected[key], strict=True)),
-                    )
-                )
-        await session.flush()
+        await _rewrite(session, UsageDaily, usage_keys, await _usage_from_tasks(session))
+    # The usage rows' repair moved the project's totals with them (migration 0010's
+    # triggers): what differs now is drift of the totals themselves.
+    if totals_keys := {d.key for d in await _totals_drift(session)}:
+        await _rewrite(session, ProjectUsageDaily, totals_keys, await _totals_from_usage(session))
     return drifts
+
+
+async def _rewrite(
+    session: AsyncSession,
+    model: type[UsageDaily] | type[ProjectUsageDaily],
+    keys: set[tuple[Any, ...]],
+    expected: Mapping[Any, list[int]],
+) -> None:
+    """Each key's row as recomputed: replaced, or gone when nothing backs it."""
+    names = [column.name for column in table_of(model).primary_key.columns]
+    for key in keys:
+        where = [getattr(model, name) == value for name, value in zip(names, key, strict=True)]
+        await session.execute(delete(model).where(*where))
+        if key in expected:
+            values = dict(zip(USAGE_FIELDS, expected[key], strict=True))
+            session.add(model(**dict(zip(names, key, strict=True)), **values))
+    await session.flush()
 
 
 async def _run_drift(session: AsyncSession) -> list[Drift]:
@@ -151,26 +151,41 @@ async def _usage_from_tasks(session: AsyncSession) -> dict[UsageKey, list[int]]:
 
 
 async def _usage_drift(session: AsyncSession) -> list[Drift]:
-    expected = await _usage_from_tasks(session)
     stored: dict[UsageKey, list[int]] = {}
     for usage in await session.scalars(select(UsageDaily)):
         key = (usage.project_id, usage.user_id, usage.day, usage.model)
         stored[key] = [getattr(usage, name) for name in USAGE_FIELDS]
+    return _compare("usage_daily", stored, await _usage_from_tasks(session))
+
+
+def _compare(
+    table: str, stored: Mapping[Any, list[int]], expected: Mapping[Any, list[int]]
+) -> list[Drift]:
+    """Each counter of each key that differs; a key missing on one side counts zero."""
     zero = [0] * len(USAGE_FIELDS)
     drifts = []
     for key in sorted(set(expected) | set(stored)):
         have, want = stored.get(key, zero), expected.get(key, zero)
         for name, a, b in zip(USAGE_FIELDS, have, want, strict=True):
             if a != b:
-                drifts.append(Drift("usage_daily", key, name, a, b))
+                drifts.append(Drift(table, key, name, a, b))
     return drifts
 
 
-def _usage_where(key: tuple[Any, ...]) -> list[Any]:
-    project_id, user_id, day, model = key
-    return [
-        UsageDaily.project_id == project_id,
-        UsageDaily.user_id == user_id,
-        UsageDaily.day == day,
-        UsageDaily.model == model,
-    ]
+TotalsKey = tuple[str, date, str]
+
+
+async def _totals_from_usage(session: AsyncSession) -> dict[TotalsKey, list[int]]:
+    """`project_usage_daily` as it should be: `usage_daily` summed over users."""
+    key = (UsageDaily.project_id, UsageDaily.day, UsageDaily.model)
+    sums = (cast(func.sum(getattr(UsageDaily, name)), BigInteger) for name in USAGE_FIELDS)
+    found = await session.execute(select(*key, *sums).group_by(*key))
+    return {(project_id, day, model): list(values) for project_id, day, model, *values in found}
+
+
+async def _totals_drift(session: AsyncSession) -> list[Drift]:
+    stored: dict[TotalsKey, list[int]] = {}
+    for totals in await session.scalars(select(ProjectUsageDaily)):
+        key = (totals.project_id, totals.day, totals.model)
+        stored[key] = [getattr(totals, name) for name in USAGE_FIELDS]
+    return _compare("project_usage_daily", stored, await _totals_from_usage(session))

@@ -130,6 +130,13 @@ async def test_members_see_their_own_usage_admins_and_service_keys_all(
 
     as_owner = await alice.client.get("/v1/usage/daily", params={**RANGE, "group_by": "user"})
     assert stored(as_owner.json(), "user_id") == expected(alices + bobs, "user_id")
+    # Summed over users (the project's totals, migration 0010): both users, one row a model.
+    by_model = await alice.client.get("/v1/usage/daily", params={**RANGE, "group_by": "model"})
+    assert stored(by_model.json(), "model") == expected(alices + bobs, "model")
+    bobs_by_model = await bob_in_alices_project.get(
+        "/v1/usage/daily", params={**RANGE, "group_by": "model"}
+    )
+    assert stored(bobs_by_model.json(), "model") == expected(bobs, "model")
     only_bob = await alice.client.get("/v1/usage/daily", params={**RANGE, "user_id": "bob"})
     assert stored(only_bob.json(), "user_id", "model") == expected(bobs, "user_id", "model")
 
@@ -138,6 +145,8 @@ async def test_members_see_their_own_usage_admins_and_service_keys_all(
     backend = authed(app, key["secret"], opened)
     as_service = (await backend.get("/v1/usage/daily", params=RANGE)).json()
     assert stored(as_service, "user_id", "model") == expected(alices + bobs, "user_id", "model")
+    by_model = await backend.get("/v1/usage/daily", params={**RANGE, "group_by": "model"})
+    assert stored(by_model.json(), "model") == expected(alices + bobs, "model")
     for client in opened:
         await client.aclose()
 

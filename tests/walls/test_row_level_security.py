@@ -1,5 +1,5 @@
-"""The second wall, under the query layer (PostgreSQL row-level security, migrations 0006
-and 0009): raw SQL with no WHERE at all, run in a caller's transaction, returns only that
+"""The second wall, under the query layer (PostgreSQL row-level security, migrations 0006,
+0009 and 0010): raw SQL with no WHERE at all, run in a caller's transaction, returns only that
 caller's rows; with no caller set either caller role returns nothing; writes past the
 wall change nothing; and the requests of the real app run behind it. PostgreSQL only:
 SQLite has no roles."""
@@ -28,6 +28,7 @@ TENANT_TABLES = (
     "messages",
     "tasks",
     "usage_daily",
+    "project_usage_daily",
     "traces",
     "trace_entries",
     "prompts",
@@ -141,6 +142,11 @@ async def test_a_member_sees_only_his_own_rows_of_the_project(
         everyone = {r["user_id"] for r in await rows(database, table, owner(alice))}
         assert everyone == {"alice", "bob"}, table
         assert {r["user_id"] for r in await rows(database, table, member)} == {"bob"}, table
+    # The project's usage summed over users is for those who see all users: Bob's reply
+    # moved it (the trigger runs as chatledger), but he reads none of it.
+    totals = await rows(database, "project_usage_daily", owner(alice))
+    assert [(r["model"], r["requests"]) for r in totals] == [("echo", 2)]
+    assert await rows(database, "project_usage_daily", member) == []
     bobs_messages = await rows(database, "messages", member)
     assert {r["run_id"] for r in bobs_messages} == {"bob-run"}
     assert len(await rows(database, "messages", owner(alice))) > len(bobs_messages)

@@ -39,7 +39,7 @@ from chatledger.tasks.models import Task, token_columns
 from chatledger.tasks.schemas import provider_and_model
 from chatledger.tenants.caller import Caller
 from chatledger.usage.models import UsageDaily
-from chatledger.usage.service import COUNTERS
+from chatledger.usage.service import COUNTERS, KEY, lock_order
 
 
 class NotFresh(Exception):
@@ -340,13 +340,12 @@ async def _ensure_runs(
 async def _count_usage(
     session: AsyncSession, usage: dict[tuple[str, str, Any, str], dict[str, int]]
 ) -> None:
-    """As `usage.count_task`, once per (project, user, day, model), in key order so that
-    concurrent groups take the rows' locks in the same order."""
-    key_names = ("project_id", "user_id", "day", "model")
-    rows = [dict(zip(key_names, key, strict=True)) | usage[key] for key in sorted(usage)]
+    """As `usage.count_task`, once per (project, user, day, model), in the one lock
+    order of usage rows (`usage.lock_order`): concurrent groups never deadlock."""
+    rows = [dict(zip(KEY, key, strict=True)) | usage[key] for key in sorted(usage, key=lock_order)]
     stmt = _dialect_insert(session, UsageDaily)
     stmt = stmt.on_conflict_do_update(
-        index_elements=list(key_names),
+        index_elements=list(KEY),
         set_={name: table_of(UsageDaily).c[name] + stmt.excluded[name] for name in COUNTERS},
     )
     await session.execute(stmt, rows)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatledger.db.upsert import add_to_counters
 from chatledger.tasks.models import TERMINAL, Task
 from chatledger.tenants.caller import Caller
-from chatledger.usage.models import UsageDaily
+from chatledger.usage.models import ProjectUsageDaily, UsageDaily
 
 FAILED = ("failed", "interrupted")
 COUNTERS = (
@@ -25,6 +25,7 @@ COUNTERS = (
     "reasoning_tokens",
     "cost_nano",
 )
+KEY = ("project_id", "user_id", "day", "model")
 GROUPINGS = {"model": ("model",), "user": ("user_id",), None: ("user_id", "model")}
 
 
@@ -42,12 +43,9 @@ def _increments(task: Task, sign: int = 1) -> dict[str, int]:
 
 def _key(task: Task) -> dict[str, object]:
     assert task.completed_at is not None, "only ended tasks are counted"
-    return {
-        "project_id": task.project_id,
-        "user_id": task.user_id,
-        "day": task.completed_at.date(),
-        "model": task.model,
-    }
+    return dict(
+        zip(KEY, (task.project_id, task.user_id, task.completed_at.date(), task.model), strict=True)
+    )
 
 
 async def count_task(session: AsyncSession, task: Task) -> None:
@@ -62,14 +60,28 @@ async def forget_run(session: AsyncSession, project_id: str, run_id: str) -> Non
             Task.project_id == project_id, Task.run_id == run_id, Task.status.in_(TERMINAL)
         )
     )
+    taken: dict[tuple[object, ...], dict[str, int]] = {}
     for task in ended:
         key = _key(task)
-        decrements = _increments(task, sign=-1)
+        sums = taken.setdefault(tuple(key.values()), dict.fromkeys(COUNTERS, 0))
+        for name, n in _increments(task, sign=-1).items():
+            sums[name] += n
+    for key_values in sorted(taken, key=lock_order):
+        key = dict(zip(KEY, key_values, strict=True))
         await session.execute(
             update(UsageDaily)
             .where(*(getattr(UsageDaily, name) == value for name, value in key.items()))
-            .values({name: getattr(UsageDaily, name) + n for name, n in decrements.items()})
+            .values({name: getattr(UsageDaily, name) + n for name, n in taken[key_values].items()})
         )
+
+
+def lock_order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The order in which a transaction writing several usage rows takes them: by the
+    project's totals row first (project, day, model: migration 0010 writes it with each
+    usage row), then the user. Transactions that all take rows in one order never wait
+    for each other in a circle (a deadlock)."""
+    project_id, user_id, day, model = key
+    return (project_id, day, model, user_id)
 
 
 async def daily(
@@ -85,6 +97,18 @@ async def daily(
     user and model, or summed per day and model (`group_by="model"`) or per day and user
     (`"user"`). Members see their own usage; owners, admins and service keys the
     project's, or one user's when `user_id` is given."""
+    names = ("day", *GROUPINGS[group_by], *COUNTERS)
+    if group_by == "model" and caller.sees_all and user_id is None:
+        # The project's sums are kept apart (migration 0010): its rows as they are.
+        totals = (
+            select(*(getattr(ProjectUsageDaily, name) for name in names))
+            .where(
+                ProjectUsageDaily.project_id == caller.project_id,
+                ProjectUsageDaily.day.between(start, end),
+            )
+            .order_by(ProjectUsageDaily.day, ProjectUsageDaily.model)
+        )
+        return [dict(zip(names, row, strict=True)) for row in await session.execute(totals)]
     keys = [getattr(UsageDaily, name) for name in GROUPINGS[group_by]]
     stmt = select(
         UsageDaily.day,
@@ -97,6 +121,5 @@ async def daily(
     if user_id is not None:
         stmt = stmt.where(UsageDaily.user_id == user_id)
     stmt = stmt.group_by(UsageDaily.day, *keys).order_by(UsageDaily.day, *keys)
-    names = ("day", *GROUPINGS[group_by], *COUNTERS)
     # Rows as plain tuples: a project's 90 days are thousands of them.
     return [dict(zip(names, row, strict=True)) for row in await session.execute(stmt)]
