@@ -11,20 +11,23 @@ read transaction later tries to upgrade itself to a write. SQLite's statements r
 the event loop's own thread (sqlite_inline.py).
 
 On PostgreSQL a transaction opened while a caller is bound (`walls.acting_as`) starts
-behind that caller's row-level security wall (see walls.py).
+behind that caller's row-level security wall (see walls.py). A pooled connection is
+pinged before use only once it has idled (PING_AFTER_IDLE_S); one lost under a
+transaction makes that transaction `Busy`, and the pool replaces the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -88,6 +91,36 @@ def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
     return engine
 
 
+# A pooled PostgreSQL connection idle for longer than this is pinged before it is used.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _postgres_engine(url: URL) -> AsyncEngine:
+    engine = create_async_engine(url)
+    pool_events = engine.sync_engine.pool
+
+    @event.listens_for(pool_events, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(pool_events, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # A connection can die while it sits in the pool (the server restarted, a proxy
+        # or firewall dropped it for idling): ask it before handing it out, as SQLAlchemy's
+        # pool_pre_ping does, but only after it has idled, not on every checkout of a busy
+        # pool, where the ping was one more round trip for every transaction.
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards it and checks out another (up to its own limit of tries).
+            raise DisconnectionError("the pooled connection is gone") from exc
+
+    return engine
+
+
 class Database:
     """Engines and sessions for one database URL."""
 
@@ -100,7 +133,7 @@ class Database:
             self.write_engine = _sqlite_engine(self.url, "BEGIN IMMEDIATE")
             self.read_engine = _sqlite_engine(self.url, "BEGIN")
         else:
-            self.write_engine = create_async_engine(self.url, pool_pre_ping=True)
+            self.write_engine = _postgres_engine(self.url)
             self.read_engine = self.write_engine
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
@@ -113,20 +146,19 @@ class Database:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed when the block ends, rolled back on error."""
-        async with self._serialised():
-            try:
-                async with self._writer() as session, session.begin():
-                    await self._enter_walls(session)
-                    yield session
-            except OperationalError as exc:
-                if _is_busy(exc):
-                    raise Busy("the database is busy; retry shortly") from exc
-                raise
+        async with (
+            self._serialised(),
+            _busy_when_retryable(),
+            self._writer() as session,
+            session.begin(),
+        ):
+            await self._enter_walls(session)
+            yield session
 
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
         """A read-only session; never holds the SQLite write lock."""
-        async with self._reader() as session, session.begin():
+        async with _busy_when_retryable(), self._reader() as session, session.begin():
             await self._enter_walls(session)
             yield session
 
@@ -150,6 +182,21 @@ class Database:
 
 # PostgreSQL's "try again" states: serialization failure, deadlock, lock not available.
 RETRYABLE_SQLSTATES = ("40001", "40P01", "55P03")
+
+
+@contextlib.asynccontextmanager
+async def _busy_when_retryable() -> AsyncIterator[None]:
+    """What a retry would get past is `Busy` (503 with Retry-After): a lock or a
+    serialization conflict, or a connection lost under the transaction (the database
+    restarted; the pool then replaces every connection older than the loss)."""
+    try:
+        yield
+    except OperationalError as exc:
+        if _is_busy(exc):
+            raise Busy("the database is busy; retry shortly") from exc
+        if exc.connection_invalidated:
+            raise Busy("the connection to the database was lost; retry shortly") from exc
+        raise
 
 
 def _is_busy(exc: OperationalError) -> bool:
