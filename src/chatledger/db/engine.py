@@ -138,11 +138,6 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
-        # SQLite's statements cost no round trip: its lookups read in a transaction.
-        self._autocommit: async_sessionmaker[AsyncSession] | None = None
-        if not self.is_sqlite:
-            engine = self.read_engine.execution_options(isolation_level="AUTOCOMMIT")
-            self._autocommit = async_sessionmaker(engine, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -165,21 +160,6 @@ class Database:
         """A read-only session; never holds the SQLite write lock."""
         async with _busy_when_retryable(), self._reader() as session, session.begin():
             await self._enter_walls(session)
-            yield session
-
-    @contextlib.asynccontextmanager
-    async def looking_up(self) -> AsyncIterator[AsyncSession]:
-        """A session for chatledger's own lookups of a statement or two that need no
-        snapshot in common (the API key of a request): on PostgreSQL each statement
-        commits itself, without the BEGIN and COMMIT round trips of a transaction. Never
-        a caller's: it has no row-level security wall."""
-        if walls.bound() is not None:
-            raise RuntimeError("a caller's reads go through reading(), behind the wall")
-        if self._autocommit is None:
-            async with self.reading() as session:
-                yield session
-            return
-        async with _busy_when_retryable(), self._autocommit() as session:
             yield session
 
     async def _enter_walls(self, session: AsyncSession) -> None:
