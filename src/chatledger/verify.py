@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import BigInteger, case, cast, delete, func, select, update
+from sqlalchemy import BigInteger, case, cast, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger.db.base import table_of
@@ -75,8 +75,9 @@ async def _rewrite(
         await session.execute(delete(model).where(*where))
         if key in expected:
             values = dict(zip(USAGE_FIELDS, expected[key], strict=True))
-            session.add(model(**dict(zip(names, key, strict=True)), **values))
-    await session.flush()
+            await session.execute(
+                insert(model).values(**dict(zip(names, key, strict=True)), **values)
+            )
 
 
 async def _run_drift(session: AsyncSession) -> list[Drift]:
@@ -151,11 +152,18 @@ async def _usage_from_tasks(session: AsyncSession) -> dict[UsageKey, list[int]]:
 
 
 async def _usage_drift(session: AsyncSession) -> list[Drift]:
-    stored: dict[UsageKey, list[int]] = {}
-    for usage in await session.scalars(select(UsageDaily)):
-        key = (usage.project_id, usage.user_id, usage.day, usage.model)
-        stored[key] = [getattr(usage, name) for name in USAGE_FIELDS]
+    stored = await _stored(session, UsageDaily)
     return _compare("usage_daily", stored, await _usage_from_tasks(session))
+
+
+async def _stored(
+    session: AsyncSession, model: type[UsageDaily] | type[ProjectUsageDaily]
+) -> dict[tuple[Any, ...], list[int]]:
+    """A usage table's counters by key, read as plain rows: never the session's objects,
+    which a repair earlier in the same transaction (or its triggers) may have outdated."""
+    key = [getattr(model, column.name) for column in table_of(model).primary_key.columns]
+    found = await session.execute(select(*key, *(getattr(model, n) for n in USAGE_FIELDS)))
+    return {tuple(row[: len(key)]): list(row[len(key) :]) for row in found}
 
 
 def _compare(
@@ -184,8 +192,5 @@ async def _totals_from_usage(session: AsyncSession) -> dict[TotalsKey, list[int]
 
 
 async def _totals_drift(session: AsyncSession) -> list[Drift]:
-    stored: dict[TotalsKey, list[int]] = {}
-    for totals in await session.scalars(select(ProjectUsageDaily)):
-        key = (totals.project_id, totals.day, totals.model)
-        stored[key] = [getattr(totals, name) for name in USAGE_FIELDS]
+    stored = await _stored(session, ProjectUsageDaily)
     return _compare("project_usage_daily", stored, await _totals_from_usage(session))
