@@ -41,37 +41,37 @@ def _increments(task: Task, sign: int = 1) -> dict[str, int]:
     }
 
 
-def _key(task: Task) -> dict[str, object]:
+def _key(task: Task) -> tuple[Any, ...]:
+    """The task's usage row, as KEY's values."""
     assert task.completed_at is not None, "only ended tasks are counted"
-    return dict(
-        zip(KEY, (task.project_id, task.user_id, task.completed_at.date(), task.model), strict=True)
-    )
+    return (task.project_id, task.user_id, task.completed_at.date(), task.model)
 
 
 async def count_task(session: AsyncSession, task: Task) -> None:
-    await add_to_counters(session, UsageDaily, _key(task), _increments(task))
+    key = dict(zip(KEY, _key(task), strict=True))
+    await add_to_counters(session, UsageDaily, key, _increments(task))
 
 
 async def forget_run(session: AsyncSession, project_id: str, run_id: str) -> None:
     """Take a run's ended tasks back out of daily usage, before the run is deleted, so
-    that usage_daily stays equal to the tasks that exist."""
+    that usage_daily stays equal to the tasks that exist: one update per usage row, in
+    the lock order."""
     ended = await session.scalars(
         select(Task).where(
             Task.project_id == project_id, Task.run_id == run_id, Task.status.in_(TERMINAL)
         )
     )
-    taken: dict[tuple[object, ...], dict[str, int]] = {}
+    taken: dict[tuple[Any, ...], dict[str, int]] = {}
     for task in ended:
-        key = _key(task)
-        sums = taken.setdefault(tuple(key.values()), dict.fromkeys(COUNTERS, 0))
+        sums = taken.setdefault(_key(task), dict.fromkeys(COUNTERS, 0))
         for name, n in _increments(task, sign=-1).items():
             sums[name] += n
-    for key_values in sorted(taken, key=lock_order):
-        key = dict(zip(KEY, key_values, strict=True))
+    for key in sorted(taken, key=lock_order):
+        row = zip(KEY, key, strict=True)
         await session.execute(
             update(UsageDaily)
-            .where(*(getattr(UsageDaily, name) == value for name, value in key.items()))
-            .values({name: getattr(UsageDaily, name) + n for name, n in taken[key_values].items()})
+            .where(*(getattr(UsageDaily, name) == value for name, value in row))
+            .values({name: getattr(UsageDaily, name) + n for name, n in taken[key].items()})
         )
 
 
