@@ -24,6 +24,7 @@ from bench.common import (
     BenchDatabase,
     Figure,
     arguments,
+    cpu_seconds,
     dialects,
     fresh_database,
     header,
@@ -293,6 +294,7 @@ def measure(dialect: str, count: int, workers: int) -> None:
     wanted = max(MIN_RATE, MIN_SHARE_OF_BASELINE * baseline)
     target = f">= {MIN_SHARE_OF_BASELINE:.0%} of baseline and >= {MIN_RATE:,}/s"
     peak_rss = 0.0
+    cpu_per_item: list[str] = []
     for client_cost, label in ((False, "server prices each call"), (True, "client sends cost_usd")):
         items = workload(count, client_cost)
         with (
@@ -302,7 +304,9 @@ def measure(dialect: str, count: int, workers: int) -> None:
             ) as server,
         ):
             key = new_user_key(server)
+            cpu_before = cpu_seconds(server.pid)
             elapsed = asyncio.run(upload(server.url, key, items, workers))
+            cpu_per_item.append(f"{(cpu_seconds(server.pid) - cpu_before) / count * 1e6:.0f} µs")
             peak_rss = max(peak_rss, peak_rss_mb(server.pid))
         rate = count / elapsed
         report(
@@ -320,6 +324,8 @@ def measure(dialect: str, count: int, workers: int) -> None:
             peak_rss <= MAX_RSS_MB,
         )
     )
+    # The rate swings with the machine's load; the server's own CPU per item much less.
+    note(f"server CPU per interaction: {' / '.join(cpu_per_item)} (server-priced / client-priced)")
     note("baseline: the same rows with the plain driver's executemany, built before timing")
 
 

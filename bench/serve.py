@@ -36,11 +36,14 @@ WORKER_TARGETS = {"chatledger": "bench.serve:chatledger_app", "bare-sse": "bench
 def _app(name: str) -> FastAPI:
     if name == "bare-sse":
         from bench.bare_sse import app
+        from chatledger.server import heap
 
+        # The same process settings as chatledger's server, whose lifespan does this.
+        heap.settle()
         return app
     from chatledger.server.app import create_app
 
-    return create_app()
+    return create_app(serving=True)
 
 
 @contextlib.contextmanager

@@ -69,7 +69,7 @@ def serve(
     if workers == 1:
         from chatledger.server.app import create_app
 
-        uvicorn.run(create_app(settings, no_auth=no_auth), host=host, port=port)
+        uvicorn.run(create_app(settings, no_auth=no_auth, serving=True), host=host, port=port)
         return
     os.environ[DATABASE_URL_ENV] = settings.database_url
     os.environ[NO_AUTH_ENV] = "1" if no_auth else "0"
@@ -85,4 +85,4 @@ def worker_app() -> FastAPI:
     """The app of one worker process of `serve --workers N`, as `serve` configured it."""
     from chatledger.server.app import create_app
 
-    return create_app(Settings(), no_auth=os.environ.get(NO_AUTH_ENV) == "1")
+    return create_app(Settings(), no_auth=os.environ.get(NO_AUTH_ENV) == "1", serving=True)

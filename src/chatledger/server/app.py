@@ -20,7 +20,7 @@ from chatledger.interactions.router import router as interactions_router
 from chatledger.prices.router import router as prices_router
 from chatledger.prompts.router import router as prompts_router
 from chatledger.runs.router import router as runs_router
-from chatledger.server import errors, health, storable
+from chatledger.server import errors, health, heap, storable
 from chatledger.server.deps import AppState
 from chatledger.server.limits import BodyLimit
 from chatledger.tasks.router import router as tasks_router
@@ -55,7 +55,10 @@ def create_app(
     database: Database | None = None,
     no_auth: bool = False,
     sweep_interval_s: float | None = None,
+    serving: bool = False,
 ) -> FastAPI:
+    """`serving`: the app is what this process serves until it ends (`chatledger serve`),
+    so its heap is settled once it has started (server/heap.py)."""
     settings = settings or Settings()
     database = database or Database(settings.database_url)
     state = AppState(settings, database, ChatEngine(database, settings), no_auth=no_auth)
@@ -70,6 +73,8 @@ def create_app(
         sweeper = asyncio.create_task(
             _sweep_forever(state, sweep_interval_s or settings.task_lease_seconds / 2)
         )
+        if serving:
+            heap.settle()
         try:
             yield
         finally:
