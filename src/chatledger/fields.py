@@ -3,6 +3,7 @@ token count is checked the same way wherever it arrives."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated
@@ -20,11 +21,15 @@ CLOCK_SKEW = timedelta(seconds=5)
 
 
 def _not_in_future(value: datetime) -> datetime:
-    now = utcnow()
-    if value > now + CLOCK_SKEW:
+    # Compared as POSIX seconds: comparing two aware datetimes asks both zones for their
+    # offsets, which made this check a tenth of a batch item's validation.
+    ahead_s = value.timestamp() - time.time()
+    if ahead_s > CLOCK_SKEW.total_seconds():
         raise ValueError("must not be in the future")
-    # Within the skew: it happened just now, and nothing we store may be dated later.
-    return min(value, now)
+    if ahead_s > 0:
+        # Within the skew: it happened just now, and nothing we store may be dated later.
+        return utcnow()
+    return value
 
 
 # Items uploaded later (sync, batch, interactions) keep their own time, never a future one.

@@ -6,11 +6,11 @@ from collections import Counter
 
 from fastapi import APIRouter, Request
 
-from chatledger import storable
 from chatledger.batch import service as batch
 from chatledger.batch.schemas import MAX_ITEMS, BatchRequest, BatchResult
 from chatledger.errors import PayloadTooLarge
 from chatledger.server.deps import DatabaseDep, WriterDep
+from chatledger.server.storable import body_may_hold_unstorable
 
 router = APIRouter(tags=["batch"])
 
@@ -25,8 +25,7 @@ async def ingest(
     land). Items keep their own timestamps; usage counts on the day a task ended."""
     if len(body.items) > MAX_ITEMS:
         raise PayloadTooLarge(f"at most {MAX_ITEMS} items per batch", limit=MAX_ITEMS)
-    # The body as it came (read once already, kept by the request).
-    check_each = storable.may_hold_unstorable(await request.body())
+    check_each = await body_may_hold_unstorable(request)
     # Checked before the write transaction, which other requests' writes wait for.
     checked = batch.check(caller, body.items, check_each=check_each)
     async with db.transaction() as session:

@@ -80,7 +80,14 @@ class UsageIn(BaseModel):
         return value
 
     def tokens(self) -> TokenUsage:
-        return TokenUsage(**self.model_dump())
+        # Field by field: model_dump() builds a dict to unpack (batch ingest, per item).
+        return TokenUsage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cached_tokens=self.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+        )
 
 
 def tokens(usage: UsageIn | None) -> TokenUsage | None:
