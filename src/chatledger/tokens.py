@@ -10,6 +10,22 @@ are subsets, never added on top, so `total` is input + output and nothing is cou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class HoldsCounts(Protocol):
+    """Anything holding the five counts under their names: an API schema, a task row."""
+
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cached_tokens(self) -> int: ...
+    @property
+    def reasoning_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +37,17 @@ class TokenUsage:
     cache_write_tokens: int = 0
     # True when the provider reported nothing and the counts were estimated from text.
     estimated: bool = False
+
+    @classmethod
+    def of(cls, source: HoldsCounts, *, estimated: bool = False) -> TokenUsage:
+        return cls(
+            input_tokens=source.input_tokens,
+            output_tokens=source.output_tokens,
+            cached_tokens=source.cached_tokens,
+            reasoning_tokens=source.reasoning_tokens,
+            cache_write_tokens=source.cache_write_tokens,
+            estimated=estimated,
+        )
 
     @property
     def total(self) -> int:

@@ -78,14 +78,7 @@ class Task(Base):
 
     @property
     def tokens(self) -> TokenUsage:
-        return TokenUsage(
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            cached_tokens=self.cached_tokens,
-            reasoning_tokens=self.reasoning_tokens,
-            cache_write_tokens=self.cache_write_tokens,
-            estimated=self.usage_estimated,
-        )
+        return TokenUsage.of(self, estimated=self.usage_estimated)
 
     @property
     def total_tokens(self) -> int:

@@ -80,14 +80,8 @@ class UsageIn(BaseModel):
         return value
 
     def tokens(self) -> TokenUsage:
-        # Field by field: model_dump() builds a dict to unpack (batch ingest, per item).
-        return TokenUsage(
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            cached_tokens=self.cached_tokens,
-            reasoning_tokens=self.reasoning_tokens,
-            cache_write_tokens=self.cache_write_tokens,
-        )
+        # Not TokenUsage(**self.model_dump()): a dict built to unpack, per batch item.
+        return TokenUsage.of(self)
 
 
 def tokens(usage: UsageIn | None) -> TokenUsage | None:
