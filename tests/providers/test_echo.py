@@ -22,6 +22,12 @@ from chatledger.providers import (
     resolve,
     split_model,
 )
+from chatledger.providers.echo import (
+    REMEMBERED_TEXT_CHARS,
+    TOKENS_PER_MESSAGE,
+    TOKENS_PER_REPLY,
+    count_input_tokens,
+)
 from chatledger.tokens import TokenUsage
 
 
@@ -83,6 +89,17 @@ async def test_usage_is_realistic_and_grows_with_history() -> None:
     assert short_usage.output_tokens == estimate_tokens("Echo: hello there")
     assert long_usage.input_tokens > short_usage.input_tokens + 10
     assert short_usage.cached_tokens == short_usage.reasoning_tokens == 0
+
+
+@pytest.mark.parametrize("length", [10, REMEMBERED_TEXT_CHARS, REMEMBERED_TEXT_CHARS + 1])
+def test_input_tokens_are_the_same_counted_again_from_memory(length: int) -> None:
+    text = ("word, " * length)[:length]
+    history = (ChatMessage("user", text), ChatMessage("assistant", "Echo: " + text))
+    expected = TOKENS_PER_REPLY + sum(
+        TOKENS_PER_MESSAGE + estimate_tokens(message.content) for message in history
+    )
+    assert count_input_tokens(history) == expected
+    assert count_input_tokens(history) == expected  # the next reply of the conversation
 
 
 def test_estimate_tokens_is_close_to_bpe_counts() -> None:

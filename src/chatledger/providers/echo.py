@@ -8,6 +8,7 @@ settings that let tests drive the engine through slow and failing streams: `dela
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 from collections.abc import AsyncGenerator, Mapping
@@ -31,6 +32,10 @@ from chatledger.tokens import TokenUsage
 TOKENS_PER_MESSAGE = 4
 TOKENS_PER_REPLY = 3
 MAX_DELAY_MS = 60_000
+# A conversation's earlier messages are counted again for each of its replies; their
+# counts are remembered (texts up to this long, this many of them: a few MB at most).
+REMEMBERED_TEXT_CHARS = 4_096
+REMEMBERED_TEXTS = 2_048
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 
@@ -90,7 +95,18 @@ def echo_reply(messages: tuple[ChatMessage, ...]) -> str:
 
 
 def count_input_tokens(messages: tuple[ChatMessage, ...]) -> int:
-    return TOKENS_PER_REPLY + sum(TOKENS_PER_MESSAGE + estimate_tokens(m.content) for m in messages)
+    return TOKENS_PER_REPLY + sum(TOKENS_PER_MESSAGE + _message_tokens(m.content) for m in messages)
+
+
+def _message_tokens(content: str) -> int:
+    if len(content) > REMEMBERED_TEXT_CHARS:
+        return estimate_tokens(content)
+    return _remembered_tokens(content)
+
+
+@functools.lru_cache(maxsize=REMEMBERED_TEXTS)
+def _remembered_tokens(content: str) -> int:
+    return estimate_tokens(content)
 
 
 def _injected_failure(index: int) -> ProviderError:
