@@ -87,3 +87,31 @@ async def test_reads_and_writes_round_trip_through_the_inline_connection(
         assert list(names) == ["Run 0", "Run 1", "Run 2"]
         streamed = await session.stream(text("SELECT id FROM runs ORDER BY id"))
         assert [row.id async for row in streamed] == ["r0", "r1", "r2"]
+
+
+async def test_a_transaction_never_hands_the_loop_to_other_work(ledger: Ledger) -> None:
+    """Nothing in a SQLite transaction waits, so nothing in it yields the event loop: not
+    its statements, nor its commit, nor closing its session (db/engine.py `_session`).
+    Each turn of the loop given up would wait for every other ready request's work."""
+    if not ledger.database.is_sqlite:
+        pytest.skip("PostgreSQL's statements wait for the server")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)
+    try:
+        before = ticks
+        async with ledger.database.transaction() as session:
+            await runs.ensure(session, ledger.caller, "unyielding")
+        async with ledger.database.reading() as session:
+            found = await runs.get(session, ledger.caller, "unyielding")
+        assert ticks == before
+    finally:
+        ticker.cancel()
+    assert found.id == "unyielding"

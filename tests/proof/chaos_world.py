@@ -20,6 +20,7 @@ import httpx
 from anyio.from_thread import BlockingPortal
 from fastapi import FastAPI
 from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatledger.server.deps import AppState
 from chatledger.verify import find_drift
@@ -30,6 +31,28 @@ from tests.server.conftest import ADMIN_KEY, BASE_URL
 # How long a cut-off request may run before it is cut: from "before it reached the
 # database" to "after it committed, before the answer arrived".
 FAULT_DELAYS_MS = (0.2, 1, 2, 4, 8, 15, 30)
+
+
+class OverTheWire:
+    """The app as its clients reach it: each message of an exchange (the request's body,
+    the response's head and body) crosses at a turn of the event loop, as between a real
+    server's socket reads and writes, so a request can be cut off there. In process
+    nothing else need wait: on SQLite a whole request runs without once yielding the loop
+    (db/sqlite_inline.py), and a cut-off would never land."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def arriving() -> Message:
+            await asyncio.sleep(0)
+            return await receive()
+
+        async def leaving(message: Message) -> None:
+            await asyncio.sleep(0)
+            await send(message)
+
+        await self.app(scope, arriving, leaving)
 
 
 @dataclass
@@ -45,7 +68,7 @@ class World:
 
     def client(self, key: str | None = None) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {key or ADMIN_KEY}"}
-        transport = httpx.ASGITransport(app=self.app)
+        transport = httpx.ASGITransport(app=OverTheWire(self.app))
         return httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers=headers)
 
     async def new_account(self) -> tuple[str, httpx.AsyncClient]:

@@ -149,7 +149,7 @@ class Database:
         async with (
             self._serialised(),
             _busy_when_retryable(),
-            self._writer() as session,
+            _session(self._writer) as session,
             session.begin(),
         ):
             await self._enter_walls(session)
@@ -158,7 +158,11 @@ class Database:
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
         """A read-only session; never holds the SQLite write lock."""
-        async with _busy_when_retryable(), self._reader() as session, session.begin():
+        async with (
+            _busy_when_retryable(),
+            _session(self._reader) as session,
+            session.begin(),
+        ):
             await self._enter_walls(session)
             yield session
 
@@ -178,6 +182,29 @@ class Database:
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _session(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session, closed when the block ends.
+
+    SQLAlchemy's own `async with session` closes it in a task of its own, so that a
+    cancellation cannot cut the close short and leave the connection out of the pool.
+    That task costs two turns of the event loop per transaction, each as long as the
+    work of every other ready request: at 200 live replies on SQLite, a tenth or more
+    of the server's CPU per reply and half their time to first token
+    (docs/benchmarks.md). After a transaction has ended, closing waits on nothing:
+    SQLite runs every call at once (db/sqlite_inline.py), psycopg hands back an idle
+    connection without a round trip. So only a block that failed, whose connection may
+    still be inside a transaction, is closed SQLAlchemy's way.
+    """
+    session = maker()
+    try:
+        yield session
+    except BaseException:
+        async with session:
+            raise
+    await session.close()
 
 
 # PostgreSQL's "try again" states: serialization failure, deadlock, lock not available.
