@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +28,17 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 class NewKey:
     key: ApiKey
     secret: str  # shown once; only its hash is stored
+
+
+@dataclass(frozen=True, slots=True)
+class PresentedKey:
+    """What a request needs of the live key it presented."""
+
+    id: str
+    project_id: str
+    user_id: str
+    kind: str
+    last_used_at: datetime | None
 
 
 def hash_secret(secret: str) -> str:
@@ -65,21 +76,36 @@ _own_role = (
     )
     .scalar_subquery()
 )
-_KEY_AND_ROLE = select(ApiKey, _own_role).where(ApiKey.secret_hash == bindparam("secret_hash"))
+# Columns, not the ApiKey entity: loading an ORM object (and keeping it in the session)
+# cost a sixth of the lookup.
+_KEY_AND_ROLE = select(
+    ApiKey.id,
+    ApiKey.project_id,
+    ApiKey.user_id,
+    ApiKey.kind,
+    ApiKey.last_used_at,
+    ApiKey.revoked_at,
+    _own_role,
+).where(ApiKey.secret_hash == bindparam("secret_hash"))
 
 
-async def authenticate(session: AsyncSession, secret: str) -> tuple[ApiKey, str | None] | None:
+async def authenticate(
+    session: AsyncSession, secret: str
+) -> tuple[PresentedKey, str | None] | None:
     """The live key with this secret and its user's own role in the key's project (None:
     no membership of the project itself; an org's role is looked up apart), in one read:
     every request asks both."""
     found = await session.execute(_KEY_AND_ROLE, {"secret_hash": hash_secret(secret)})
     row = found.one_or_none()
-    if row is None or row[0].revoked_at is not None:
+    if row is None:
         return None
-    return row[0], row[1]
+    key_id, project_id, user_id, kind, last_used_at, revoked_at, role = row
+    if revoked_at is not None:
+        return None
+    return PresentedKey(key_id, project_id, user_id, kind, last_used_at), role
 
 
-def needs_touch(key: ApiKey) -> bool:
+def needs_touch(key: PresentedKey) -> bool:
     return key.last_used_at is None or utcnow() - key.last_used_at >= LAST_USED_RESOLUTION
 
 
