@@ -131,9 +131,12 @@ async def _answer(turn: Turn, streamed: bool) -> Response | ChatResult:
 
 async def _first_outcome(turn: Turn) -> ChatEvent:
     """The first token, or how the reply ended without one."""
-    async for event in turn.log.follow():
-        if event.kind in ("delta", "done", "error"):
-            return event
+    # Closed on return: left to the garbage collector, the loop would close it (and the
+    # log's generator inside) in a task of its own, two per streamed reply.
+    async with contextlib.aclosing(turn.log.follow()) as events:
+        async for event in events:
+            if event.kind in ("delta", "done", "error"):
+                return event
     raise RuntimeError(f"the log of task {turn.plan.task_id!r} closed without an ending")
 
 

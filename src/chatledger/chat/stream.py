@@ -16,6 +16,7 @@ followed through the database, at the progress writer's debounce.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -83,8 +84,10 @@ async def follow_live(turn: Turn, after: int | None) -> AsyncIterator[Outgoing]:
             text = "".join(e.data["text"] for e in deltas)
             yield ServerSentEvent(event="delta", id=str(after), data={"text": text, "replay": True})
     # Straight from the log, pings included: no task between the turn and the response.
-    async for event in turn.log.follow_pinging(after, idle_s=PING_INTERVAL_S):
-        yield event
+    # Closed with this generator (`async for` would leave it to the collector).
+    async with contextlib.aclosing(turn.log.follow_pinging(after, idle_s=PING_INTERVAL_S)) as live:
+        async for event in live:
+            yield event
 
 
 @dataclass(frozen=True)

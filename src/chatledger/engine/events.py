@@ -4,7 +4,8 @@ follow it live, or join late and resume after the last id they saw."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,15 +38,17 @@ class EventLog:
         grew, self._grew = self._grew, asyncio.Event()
         grew.set()
 
-    async def follow(self, after: int = 0) -> AsyncIterator[ChatEvent]:
+    async def follow(self, after: int = 0) -> AsyncGenerator[ChatEvent, None]:
         """Every event with id > `after`, then each new one as it comes, until closed."""
-        async for event in self.follow_pinging(after, idle_s=None):
-            assert event is not None  # no idle time given: no pings
-            yield event
+        # Closed with this one: `async for` leaves an inner generator to the collector.
+        async with contextlib.aclosing(self.follow_pinging(after, idle_s=None)) as events:
+            async for event in events:
+                assert event is not None  # no idle time given: no pings
+                yield event
 
     async def follow_pinging(
         self, after: int = 0, *, idle_s: float | None
-    ) -> AsyncIterator[ChatEvent | None]:
+    ) -> AsyncGenerator[ChatEvent | None, None]:
         """As `follow`, and None each time no event came for `idle_s` (a stream's cue to
         send a keep-alive). Giving up a wait loses nothing: the events stay in the log."""
         position = after
