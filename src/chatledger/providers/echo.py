@@ -33,7 +33,7 @@ TOKENS_PER_MESSAGE = 4
 TOKENS_PER_REPLY = 3
 MAX_DELAY_MS = 60_000
 # A conversation's earlier messages are counted again for each of its replies; their
-# counts are remembered (texts up to this long, this many of them: a few MB at most).
+# counts are remembered: this many texts of at most this length (8 MB of ASCII text).
 REMEMBERED_TEXT_CHARS = 4_096
 REMEMBERED_TEXTS = 2_048
 
