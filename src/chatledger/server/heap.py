@@ -22,7 +22,8 @@ import gc
 # in the middle generation: at 700, 0.22-0.26 s of a 20,000-interaction ingest (young
 # and middle collections, startup frozen); at 10,000, 0.17-0.19 s; at 50,000,
 # 0.01-0.03 s, most of a batch freed by reference counting before the next collection.
-# What waits in the young generation is a few megabytes at most.
+# What may wait in the young generation: 50,000 objects, some megabytes (peak RSS under
+# the ingest bench stayed at 124 MB).
 YOUNG_THRESHOLD = 50_000
 
 
