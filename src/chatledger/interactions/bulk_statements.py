@@ -20,8 +20,6 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-import psycopg
-from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Select, Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
@@ -81,6 +79,16 @@ async def insert_rows(session: AsyncSession, table: Table, rows: list[dict[str, 
         except IntegrityError as exc:
             raise IdTaken(str(exc.orig)) from exc
         return
+    await _copy(session, table, rows, columns)
+
+
+async def _copy(
+    session: AsyncSession, table: Table, rows: list[dict[str, Any]], columns: list[str]
+) -> None:
+    # Imported here, for PostgreSQL only: a server on SQLite need not load the driver
+    # (~9 MB in every process).
+    import psycopg
+
     json_columns = {name for name in columns if isinstance(table.c[name].type, JSON)}
     connection = await session.connection()
     raw = await connection.get_raw_connection()
@@ -113,6 +121,8 @@ async def insert_rows(session: AsyncSession, table: Table, rows: list[dict[str, 
 def _copy_rows(
     rows: Iterable[dict[str, Any]], columns: list[str], json_columns: set[str]
 ) -> Iterable[list[Any]]:
+    from psycopg.types.json import Jsonb  # see _copy
+
     # JSON as SQLAlchemy's JSON type stores it: None is the JSON null, not SQL NULL.
     for row in rows:
         yield [Jsonb(row[name]) if name in json_columns else row[name] for name in columns]
