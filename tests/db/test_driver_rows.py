@@ -72,6 +72,29 @@ def test_rows_keep_column_order_and_share_a_timestamp_converted_once() -> None:
     ]
 
 
+def test_tables_inserted_together_convert_a_value_they_share_once() -> None:
+    conversions = driver_rows.Conversions()
+    at, request = TIMES[1], {"metadata": {}}
+    task = driver_rows.values(
+        table_of(Task),
+        ["created_at", "request"],
+        [{"created_at": at, "request": request}],
+        DIALECT,
+        conversions,
+    )
+    message = driver_rows.values(
+        table_of(Message),
+        ["updated_at", "metadata"],
+        [{"updated_at": at, "metadata": request}],
+        DIALECT,
+        conversions,
+    )
+    assert task == [(sqlalchemy_binds(table_of(Task), "created_at", at), '{"metadata": {}}')]
+    # The same text object: converted once, for both tables.
+    assert task[0][0] is message[0][0]
+    assert task[0][1] is message[0][1]
+
+
 def test_a_naive_timestamp_is_refused_as_sqlalchemy_refuses_it() -> None:
     table = table_of(Message)
     naive = datetime(2026, 1, 1)

@@ -183,6 +183,10 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
     tasks: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     usage: dict[tuple[str, str, Any, str], dict[str, int]] = {}
+    # Documents the rows share when an interaction brings no metadata (most do), each
+    # then made JSON once for the whole group (`db.driver_rows`).
+    bare_request: dict[str, Any] = {"metadata": {}}
+    bare_reply_metadata: dict[str, dict[str, Any]] = {}
     for p in pendings:
         run = runs.get(p.run_id)
         # Missing: another user's run, which row-level security hides from a member.
@@ -206,7 +210,7 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
                 "task_name": None,
                 "provider": p.provider,
                 "model": p.model,
-                "request": {"metadata": new.metadata},
+                "request": {"metadata": new.metadata} if new.metadata else bare_request,
                 "status": "completed",
                 "response_text": new.response,
                 "error": None,
@@ -235,7 +239,10 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
         )
         run.count_task(tokens.total, cost_nano, p.model, p.ended_at)
         seq = run.count_message(new.response, p.ended_at)
-        metadata = {**new.metadata, "model": p.model}
+        if new.metadata:
+            metadata = {**new.metadata, "model": p.model}
+        else:
+            metadata = bare_reply_metadata.setdefault(p.model, {"model": p.model})
         messages.append(
             _message(p, run, "assistant", new.response, p.ended_at, p.ended_at, metadata, seq)
         )
@@ -250,8 +257,7 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
         counters["reasoning_tokens"] += tokens.reasoning_tokens
         counters["cost_nano"] += cost_nano or 0
     try:
-        await statements.insert_rows(session, table_of(Task), tasks)
-        await statements.insert_rows(session, table_of(Message), messages)
+        await statements.insert_rows(session, {table_of(Task): tasks, table_of(Message): messages})
     except statements.IdTaken as exc:
         raise NotFresh(str(exc)) from exc
     await session.execute(update(Run), [run.values() for run in runs.values()])

@@ -66,20 +66,27 @@ def sqlite_ids(ids: Sequence[str]) -> Select[tuple[str]]:
     return select(values.c.value)
 
 
-async def insert_rows(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert `rows` (dicts keyed by column name); IdTaken if a key is stored already."""
-    if not rows:
+async def insert_rows(
+    session: AsyncSession, rows_by_table: dict[Table, list[dict[str, Any]]]
+) -> None:
+    """Insert each table's rows (dicts keyed by column name), table by table; IdTaken if
+    a key is stored already."""
+    if _is_postgresql(session):
+        for table, rows in rows_by_table.items():
+            if rows:
+                await _copy(session, table, rows, list(rows[0]))
         return
-    columns = list(rows[0])
-    if not _is_postgresql(session):
-        connection = await session.connection()
-        params = driver_rows.values(table, columns, rows, connection.dialect)
+    connection = await session.connection()
+    conversions = driver_rows.Conversions()  # the tables' rows share their timestamps
+    for table, rows in rows_by_table.items():
+        if not rows:
+            continue
+        columns = list(rows[0])
+        params = driver_rows.values(table, columns, rows, connection.dialect, conversions)
         try:
             await connection.exec_driver_sql(driver_rows.insert_sql(table, columns), params)
         except IntegrityError as exc:
             raise IdTaken(str(exc.orig)) from exc
-        return
-    await _copy(session, table, rows, columns)
 
 
 async def _copy(
