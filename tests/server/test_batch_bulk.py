@@ -132,6 +132,30 @@ async def test_a_mixed_batch_lands_as_if_one_item_at_a_time(
     await assert_no_drift(app)
 
 
+async def test_interactions_without_metadata_land_as_if_one_at_a_time(
+    alice: Account, bob: Account, one_at_a_time: Any
+) -> None:
+    # Stored in bulk, their rows share one request document and one reply metadata per
+    # model; each must still read as its own.
+    items = [interaction(n, run_id=f"r{n % 2}", metadata={}) for n in range(6)]
+    items.append(interaction(6, run_id="r0", metadata={"client": "sync"}))
+    bulk_answer = await alice.client.post("/v1/batch", json={"items": items})
+    with one_at_a_time:
+        reference = await bob.client.post("/v1/batch", json={"items": items})
+    assert bulk_answer.json()["created"] == reference.json()["created"] == 7
+    for run_id in ("r0", "r1"):
+        ours = (await alice.client.get(f"/v1/runs/{run_id}")).json()["messages"]
+        theirs = (await bob.client.get(f"/v1/runs/{run_id}")).json()["messages"]
+        assert [m["metadata"] for m in ours] == [m["metadata"] for m in theirs]
+        our_tasks = (await alice.client.get(f"/v1/runs/{run_id}/tasks")).json()
+        their_tasks = (await bob.client.get(f"/v1/runs/{run_id}/tasks")).json()
+        assert [t["request"] for t in our_tasks] == [t["request"] for t in their_tasks]
+    replies = (await alice.client.get("/v1/runs/r0")).json()["messages"][1::2]
+    assert [m["metadata"] for m in replies] == [
+        {"model": "gpt-4o"} if n % 2 else {"model": "claude-3-5-haiku-latest"} for n in (0, 2, 4)
+    ] + [{"client": "sync", "model": "claude-3-5-haiku-latest"}]
+
+
 async def test_fresh_interactions_are_stored_whole(app: FastAPI, alice: Account) -> None:
     items = [interaction(n, run_id=f"r{n % 3}") for n in range(30)]
     items.append(interaction(30, run_id="r0", user_message_id=None, assistant_message_id=None))

@@ -59,15 +59,15 @@ class Conversions:
     once. Keep it no longer than the rows (see `_ByIdentity`)."""
 
     def __init__(self) -> None:
-        self._timestamps = _ByIdentity(_timestamp_text)
-        self._documents = _ByIdentity(_json_text)
+        self.timestamp = _ByIdentity(_timestamp_text)  # SQLite's text of a timestamp
+        self.document = _ByIdentity(_json_text)  # a JSON document's text
 
     def of(self, table: Table, name: str, dialect: Dialect) -> Bind | None:
         column_type: TypeEngine[Any] = table.c[name].type
         if isinstance(column_type, UtcTimeStamp):
-            return self._timestamps
+            return self.timestamp
         if isinstance(column_type, JSON):
-            return self._documents
+            return self.document
         return column_type.dialect_impl(dialect).bind_processor(dialect)
 
 

@@ -71,13 +71,14 @@ async def insert_rows(
 ) -> None:
     """Insert each table's rows (dicts keyed by column name), table by table; IdTaken if
     a key is stored already."""
+    # The tables' rows share timestamps and documents: each is converted once.
+    conversions = driver_rows.Conversions()
     if _is_postgresql(session):
         for table, rows in rows_by_table.items():
             if rows:
-                await _copy(session, table, rows, list(rows[0]))
+                await _copy(session, table, rows, list(rows[0]), conversions)
         return
     connection = await session.connection()
-    conversions = driver_rows.Conversions()  # the tables' rows share their timestamps
     for table, rows in rows_by_table.items():
         if not rows:
             continue
@@ -90,7 +91,11 @@ async def insert_rows(
 
 
 async def _copy(
-    session: AsyncSession, table: Table, rows: list[dict[str, Any]], columns: list[str]
+    session: AsyncSession,
+    table: Table,
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    conversions: driver_rows.Conversions,
 ) -> None:
     # Imported here, for PostgreSQL only: a server on SQLite need not load the driver
     # (~9 MB in every process).
@@ -114,7 +119,7 @@ async def _copy(
                     f' AS SELECT {names} FROM "{table.name}" WITH NO DATA'
                 )
             async with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
-                for values in _copy_rows(rows, columns, json_columns):
+                for values in _copy_rows(rows, columns, json_columns, conversions):
                     await copy.write_row(values)
             if staged:
                 await cursor.execute(
@@ -126,10 +131,14 @@ async def _copy(
 
 
 def _copy_rows(
-    rows: Iterable[dict[str, Any]], columns: list[str], json_columns: set[str]
+    rows: Iterable[dict[str, Any]],
+    columns: list[str],
+    json_columns: set[str],
+    conversions: driver_rows.Conversions,
 ) -> Iterable[list[Any]]:
-    from psycopg.types.json import Jsonb  # see _copy
-
-    # JSON as SQLAlchemy's JSON type stores it: None is the JSON null, not SQL NULL.
+    # A JSON document goes as its text, which COPY's text format hands to the column's
+    # own input (jsonb parses it): the rows share most documents, made text once each.
+    # As SQLAlchemy's JSON type stores it, None is the JSON null, not SQL NULL.
+    document = conversions.document
     for row in rows:
-        yield [Jsonb(row[name]) if name in json_columns else row[name] for name in columns]
+        yield [document(row[name]) if name in json_columns else row[name] for name in columns]
