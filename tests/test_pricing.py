@@ -9,7 +9,15 @@ from decimal import Decimal
 import pytest
 from genai_prices import data_snapshot
 
-from chatledger.pricing import Price, Rates, _library_price, price_usage, to_nano, usd
+from chatledger.pricing import (
+    Price,
+    Rates,
+    _flat_price,
+    _library_price,
+    price_usage,
+    to_nano,
+    usd,
+)
 from chatledger.tokens import TokenUsage
 
 # A fixed date so a future change in list prices cannot move these expectations.
@@ -149,3 +157,28 @@ def test_every_catalogue_price_agrees_with_the_library() -> None:
             )
             checked += 1
     assert checked > 500
+
+
+def test_whole_nano_rates_cost_what_the_decimal_rates_cost() -> None:
+    """A list price whose rates are whole nano-USD is costed in integers; the rest (a
+    rate finer than a nano per million tokens) in Decimal. Both give the same cost."""
+    chooser = random.Random(11)
+    kinds = {"whole": 0, "decimal": 0}
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            flat = _flat_price(provider.id, model.id, AT)
+            if flat is None:
+                continue
+            kinds["decimal" if flat.whole is None else "whole"] += 1
+            for _ in range(5):
+                input_tokens = chooser.randint(0, 2**31 - 1)
+                cached = chooser.randint(0, input_tokens)
+                usage = TokenUsage(
+                    input_tokens=input_tokens,
+                    cached_tokens=cached,
+                    cache_write_tokens=chooser.randint(0, input_tokens - cached),
+                    output_tokens=chooser.randint(0, 2**31 - 1),
+                )
+                assert flat.cost_nano(usage) == to_nano(flat.cost_usd(usage)), (model.id, usage)
+    assert kinds["whole"] > 500
+    assert kinds["decimal"] > 0
