@@ -43,7 +43,7 @@ def values(
     `columns` order. Built column by column: picking a column out of every row and
     zipping the columns into tuples are loops in C, where a loop over rows and then
     columns ran each step in Python (~20 µs an interaction of a batch). `conversions`
-    shared by the statements of one transaction convert a value they share once."""
+    shared by calls for rows inserted together convert a value they share once."""
     conversions = conversions or Conversions()
     bound = []
     for name in columns:
