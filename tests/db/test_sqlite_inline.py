@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger import Ledger
+from chatledger.db import sqlite_inline
 from chatledger.runs import service as runs
 
 HELD_S = 0.4
@@ -115,3 +118,89 @@ async def test_a_transaction_never_hands_the_loop_to_other_work(ledger: Ledger) 
     finally:
         ticker.cancel()
     assert found.id == "unyielding"
+
+
+BULK_ROWS = sqlite_inline.THREADED_COMMIT_ROWS + 500
+
+
+async def _inline_connection(session: AsyncSession) -> sqlite_inline.InlineConnection:
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    inline: sqlite_inline.InlineConnection = raw.driver_connection
+    return inline
+
+
+async def _write_rows(session: AsyncSession, count: int) -> None:
+    await session.execute(
+        text(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count)"
+            " INSERT INTO probe (i) SELECT i FROM n"
+        ),
+        {"count": count},
+    )
+
+
+async def _probe_rows(ledger: Ledger) -> int:
+    async with ledger.database.reading() as session:
+        return int((await session.execute(text("SELECT count(*) FROM probe"))).scalar_one())
+
+
+async def test_a_large_commit_runs_on_a_worker_thread_a_small_one_inline(ledger: Ledger) -> None:
+    """A commit writing thousands of rows (a batch's) is SQLite's work of milliseconds,
+    done on a worker thread while the loop serves others; a chat turn's stays inline."""
+    if not ledger.database.is_sqlite:
+        pytest.skip("the inline SQLite connection")
+    async with ledger.database.transaction() as session:
+        await session.execute(text("CREATE TABLE probe (i INTEGER)"))
+    committed_on: list[int] = []
+
+    def trace(statement: str) -> None:
+        if statement == "COMMIT":
+            committed_on.append(threading.get_ident())
+
+    for rows in (10, BULK_ROWS):
+        async with ledger.database.transaction() as session:
+            (await _inline_connection(session)).driver.set_trace_callback(trace)
+            await _write_rows(session, rows)
+    loop_thread = threading.get_ident()
+    assert committed_on[0] == loop_thread
+    assert committed_on[1] != loop_thread
+    assert await _probe_rows(ledger) == 10 + BULK_ROWS
+
+
+async def test_a_caller_cancelled_during_a_threaded_commit_waits_for_its_end(
+    ledger: Ledger,
+) -> None:
+    """Nothing may use the connection while the thread commits: a cancelled caller goes
+    on (to its session's rollback and close) only once the commit has ended."""
+    if not ledger.database.is_sqlite:
+        pytest.skip("the inline SQLite connection")
+    async with ledger.database.transaction() as session:
+        await session.execute(text("CREATE TABLE probe (i INTEGER)"))
+    loop, committing = asyncio.get_running_loop(), asyncio.Event()
+    commit_took_s = 0.3
+
+    def slow_commit(statement: str) -> None:
+        if statement == "COMMIT":
+            loop.call_soon_threadsafe(committing.set)
+            time.sleep(commit_took_s)  # on the worker thread: the loop runs on meanwhile
+
+    async def write() -> None:
+        async with ledger.database.transaction() as session:
+            inline = await _inline_connection(session)
+            inline.driver.set_trace_callback(slow_commit)
+            await _write_rows(session, BULK_ROWS)
+
+    writer = asyncio.create_task(write())
+    await committing.wait()
+    cancelled_at = time.monotonic()
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    assert time.monotonic() - cancelled_at >= commit_took_s * 0.8
+    # The commit went through, and the connection serves the next transaction.
+    assert await _probe_rows(ledger) == BULK_ROWS
+    async with ledger.database.transaction() as session:
+        (await _inline_connection(session)).driver.set_trace_callback(None)
+        await _write_rows(session, 1)
+    assert await _probe_rows(ledger) == BULK_ROWS + 1

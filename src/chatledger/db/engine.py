@@ -8,7 +8,8 @@ locked": reads use deferred transactions on their own pool, and write transactio
 serialised in-process by a lock and open with `BEGIN IMMEDIATE`, which takes the write
 lock up front (waiting up to 30 s for another process) instead of failing when a
 read transaction later tries to upgrade itself to a write. SQLite's statements run on
-the event loop's own thread (sqlite_inline.py).
+the event loop's own thread, a large transaction's commit on a worker thread
+(sqlite_inline.py).
 
 On PostgreSQL a transaction opened while a caller is bound (`walls.acting_as`) starts
 behind that caller's row-level security wall (see walls.py). A pooled connection is
