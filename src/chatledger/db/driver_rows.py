@@ -1,5 +1,6 @@
-"""Many rows inserted through the SQLite driver directly (batch ingest), each value as
-its column's SQLAlchemy type would bind it.
+"""Many rows inserted through the driver directly (batch ingest): on SQLite each value as
+its column's SQLAlchemy type would bind it, for PostgreSQL's COPY each JSON document as
+its text.
 
 For an `executemany` of thousands of rows SQLAlchemy spends more time than SQLite: per
 row it builds a parameter dictionary (`construct_params`), then runs every column's bind
@@ -39,17 +40,41 @@ def values(
     dialect: Dialect,
     conversions: Conversions | None = None,
 ) -> list[tuple[Any, ...]]:
-    """`rows` (dicts keyed by column name) as the driver's parameter tuples, in
-    `columns` order. Built column by column: picking a column out of every row and
-    zipping the columns into tuples are loops in C, where a loop over rows and then
-    columns ran each step in Python (~20 µs an interaction of a batch). `conversions`
-    shared by calls for rows inserted together convert a value they share once."""
+    """`rows` (dicts keyed by column name) as the SQLite driver's parameter tuples, in
+    `columns` order. `conversions` shared by calls for rows inserted together convert a
+    value they share once."""
     conversions = conversions or Conversions()
+    return _zipped(columns, rows, lambda name: conversions.of(table, name, dialect))
+
+
+def copy_values(
+    table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]], conversions: Conversions
+) -> list[tuple[Any, ...]]:
+    """`rows` as PostgreSQL's COPY takes them from psycopg: a JSON document as its text,
+    which COPY hands to the column's own input (jsonb parses it); every other value as
+    psycopg adapts it."""
+    json_columns = {name for name in columns if isinstance(table.c[name].type, JSON)}
+    return _zipped(
+        columns, rows, lambda name: conversions.document.column if name in json_columns else None
+    )
+
+
+ColumnConversion = Callable[[list[Any]], list[Any]]
+
+
+def _zipped(
+    columns: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    conversion: Callable[[str], ColumnConversion | None],
+) -> list[tuple[Any, ...]]:
+    # Built column by column: picking a column out of every row, converting it and
+    # zipping the columns into tuples are loops in C, where a loop over rows and then
+    # columns ran each step in Python (~20 µs an interaction of a batch).
     bound = []
     for name in columns:
         column = list(map(itemgetter(name), rows))
-        bind = conversions.of(table, name, dialect)
-        bound.append(column if bind is None else list(map(bind, column)))
+        convert = conversion(name)
+        bound.append(column if convert is None else convert(column))
     return list(zip(*bound, strict=True))
 
 
@@ -62,13 +87,14 @@ class Conversions:
         self.timestamp = _ByIdentity(_timestamp_text)  # SQLite's text of a timestamp
         self.document = _ByIdentity(_json_text)  # a JSON document's text
 
-    def of(self, table: Table, name: str, dialect: Dialect) -> Bind | None:
+    def of(self, table: Table, name: str, dialect: Dialect) -> ColumnConversion | None:
         column_type: TypeEngine[Any] = table.c[name].type
         if isinstance(column_type, UtcTimeStamp):
-            return self.timestamp
+            return self.timestamp.column
         if isinstance(column_type, JSON):
-            return self.document
-        return column_type.dialect_impl(dialect).bind_processor(dialect)
+            return self.document.column
+        bind = column_type.dialect_impl(dialect).bind_processor(dialect)
+        return None if bind is None else lambda column: list(map(bind, column))
 
 
 class _ByIdentity:
@@ -82,12 +108,15 @@ class _ByIdentity:
         self._convert = convert
         self._seen: dict[int, Any] = {}
 
-    def __call__(self, value: Any) -> Any:
-        try:
-            return self._seen[id(value)]
-        except KeyError:
-            converted = self._seen[id(value)] = self._convert(value)
-            return converted
+    def column(self, values: list[Any]) -> list[Any]:
+        """`values` converted. Python runs once per distinct object only: the column's
+        identities, their first objects and the lookups are loops in C."""
+        ids = list(map(id, values))
+        seen, convert = self._seen, self._convert
+        for key, value in dict(zip(ids, values, strict=True)).items():
+            if key not in seen:
+                seen[key] = convert(value)
+        return list(map(seen.__getitem__, ids))
 
 
 def _timestamp_text(value: datetime | None) -> str | None:

@@ -17,15 +17,16 @@ one interaction at a time: the outcome is always what `record` would have made.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatledger.db import loaded
 from chatledger.db.base import Base, table_of
 from chatledger.db.types import utcnow
 from chatledger.ids import checked_id
@@ -141,7 +142,18 @@ class _RunTotals:
     updated_at: datetime
     last_message_preview: str | None = None
     last_model: str | None = None
-    changed: dict[str, Any] = field(default_factory=dict)
+
+    # The columns written back (`_WRITE_BACK`).
+    WRITTEN: ClassVar[tuple[str, ...]] = (
+        "message_count",
+        "task_count",
+        "total_tokens",
+        "total_cost_nano",
+        "last_message_at",
+        "last_message_preview",
+        "last_model",
+        "updated_at",
+    )
 
     def count_message(self, content: str, at: datetime) -> int:
         """As `runs.count_message`: the message's position; times only move forward."""
@@ -159,19 +171,8 @@ class _RunTotals:
         self.last_model = model
         self.updated_at = max(self.updated_at, at)
 
-    def values(self) -> dict[str, Any]:
-        return {
-            "project_id": self.project_id,
-            "id": self.id,
-            "message_count": self.message_count,
-            "task_count": self.task_count,
-            "total_tokens": self.total_tokens,
-            "total_cost_nano": self.total_cost_nano,
-            "last_message_at": self.last_message_at,
-            "last_message_preview": self.last_message_preview,
-            "last_model": self.last_model,
-            "updated_at": self.updated_at,
-        }
+    def written(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.WRITTEN}
 
 
 async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
@@ -187,6 +188,7 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
     # then made JSON once for the whole group (`db.driver_rows`).
     bare_request: dict[str, Any] = {"metadata": {}}
     bare_reply_metadata: dict[str, dict[str, Any]] = {}
+    prompt_metadata: dict[str, Any] = {}  # a user message's: always empty
     for p in pendings:
         run = runs.get(p.run_id)
         # Missing: another user's run, which row-level security hides from a member.
@@ -233,7 +235,7 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
                 new.prompt,
                 asked_at,
                 now,
-                {},
+                prompt_metadata,
                 run.count_message(new.prompt, asked_at),
             )
         )
@@ -260,8 +262,29 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
         await statements.insert_rows(session, {table_of(Task): tasks, table_of(Message): messages})
     except statements.IdTaken as exc:
         raise NotFresh(str(exc)) from exc
-    await session.execute(update(Run), [run.values() for run in runs.values()])
+    await _write_back(session, runs.values())
     await _count_usage(session, usage)
+
+
+async def _write_back(session: AsyncSession, runs: Iterable[_RunTotals]) -> None:
+    written = {(run.project_id, run.id): run.written() for run in runs}
+    await session.execute(
+        _WRITE_BACK,
+        [{"in_project": key[0], "run": key[1], **values} for key, values in written.items()],
+    )
+    # A run loaded by an item of the batch stored on its own, earlier, must not go stale.
+    for key, values in written.items():
+        loaded.refresh_if_loaded(session, Run, key, values)
+
+
+_runs = table_of(Run)
+# Built once, run with a parameter set per run: SQLAlchemy's ORM bulk UPDATE by primary
+# key cost ~100 µs a run, sorting out per row what to set and how.
+_WRITE_BACK = (
+    update(_runs)
+    .where(_runs.c.project_id == bindparam("in_project"), _runs.c.id == bindparam("run"))
+    .values({name: bindparam(name) for name in _RunTotals.WRITTEN})
+)
 
 
 def _message(

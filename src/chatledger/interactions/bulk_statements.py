@@ -17,10 +17,10 @@ Both run on the session's own connection, inside its transaction and savepoint.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import JSON, Select, Table, bindparam, func, select
+from sqlalchemy import Select, Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -101,7 +101,6 @@ async def _copy(
     # (~9 MB in every process).
     import psycopg
 
-    json_columns = {name for name in columns if isinstance(table.c[name].type, JSON)}
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = cast(psycopg.AsyncConnection[Any], raw.driver_connection)
@@ -119,7 +118,7 @@ async def _copy(
                     f' AS SELECT {names} FROM "{table.name}" WITH NO DATA'
                 )
             async with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
-                for values in _copy_rows(rows, columns, json_columns, conversions):
+                for values in driver_rows.copy_values(table, columns, rows, conversions):
                     await copy.write_row(values)
             if staged:
                 await cursor.execute(
@@ -128,17 +127,3 @@ async def _copy(
                 await cursor.execute(f"DROP TABLE {target}")
     except psycopg.errors.UniqueViolation as exc:
         raise IdTaken(str(exc)) from exc
-
-
-def _copy_rows(
-    rows: Iterable[dict[str, Any]],
-    columns: list[str],
-    json_columns: set[str],
-    conversions: driver_rows.Conversions,
-) -> Iterable[list[Any]]:
-    # A JSON document goes as its text, which COPY's text format hands to the column's
-    # own input (jsonb parses it): the rows share most documents, made text once each.
-    # As SQLAlchemy's JSON type stores it, None is the JSON null, not SQL NULL.
-    document = conversions.document
-    for row in rows:
-        yield [document(row[name]) if name in json_columns else row[name] for name in columns]
