@@ -31,6 +31,7 @@ from hypothesis.stateful import (
 
 from chatledger import Settings
 from chatledger.server.app import create_app
+from chatledger.verify import find_drift
 from tests.proof.chaos_chat import Chat, Retry
 from tests.proof.chaos_ingest import Batch, RecordInteraction, SyncTask
 from tests.proof.chaos_model import (
@@ -299,3 +300,50 @@ def test_a_message_being_answered_from_another_run_is_not_answered_again(world: 
             assert retried.status_code == 409, retried.text  # t0 is answering it
 
     world.portal.call(claim_then_retry)
+
+
+# Interactions per batch: ~1,250 rows, so the commit runs on a worker thread
+# (db/sqlite_inline.py); a batch cut off at each of these moments, then sent again.
+BIG_BATCH = 400
+BIG_BATCH_CUT_OFFS_S = (0.0, 0.01, 0.03, 0.06, 0.1, 0.15, 0.25)
+
+
+def test_big_batches_cut_off_at_any_moment_land_exactly_once(world: World) -> None:
+    """A batch cut off while it is checked, written or committed, then sent again: every
+    interaction is stored once, the totals count each once, and no lock is left behind."""
+
+    async def cut_offs() -> None:
+        _, client = await world.new_account()
+        async with client:
+            for b, cut_off_s in enumerate(BIG_BATCH_CUT_OFFS_S):
+                items = [
+                    {
+                        "kind": "interaction",
+                        "id": f"b{b}-i{i}",
+                        "run_id": f"r{b}-{i // 40}",
+                        "prompt": "Cut me off",
+                        "response": "Sent again",
+                        "model": "openai/gpt-4o",
+                        "usage": {"input_tokens": 3, "output_tokens": 2},
+                        "cost_usd": "0.001",
+                    }
+                    for i in range(BIG_BATCH)
+                ]
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(cut_off_s):
+                        await client.post("/v1/batch", json={"items": items})
+                async with asyncio.timeout(PROMPT_ANSWER_S * 4):
+                    again = await client.post("/v1/batch", json={"items": items})
+                assert again.status_code == 200, again.text
+                answered = again.json()
+                assert answered["created"] + answered["duplicate"] == BIG_BATCH, answered
+            usage = (await client.get("/v1/usage/daily")).json()["totals"]
+            batches = len(BIG_BATCH_CUT_OFFS_S)
+            assert usage["requests"] == batches * BIG_BATCH
+            assert usage["cost_nano"] == batches * BIG_BATCH * 1_000_000
+            run = (await client.get("/v1/runs/r0-0")).json()
+            assert (run["task_count"], run["message_count"]) == (40, 80)
+        async with world.state.database.reading() as session:
+            assert await find_drift(session) == []
+
+    world.portal.call(cut_offs)
