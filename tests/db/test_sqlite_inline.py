@@ -94,8 +94,9 @@ async def test_reads_and_writes_round_trip_through_the_inline_connection(
 
 async def test_a_transaction_never_hands_the_loop_to_other_work(ledger: Ledger) -> None:
     """Nothing in a SQLite transaction waits, so nothing in it yields the event loop: not
-    its statements, nor its commit, nor closing its session (db/engine.py `_session`).
-    Each turn of the loop given up would wait for every other ready request's work."""
+    its statements, nor its commit (but a commit of 1,000 rows or more, below), nor
+    closing its session (db/engine.py `_session`). Each turn of the loop given up would
+    wait for every other ready request's work."""
     if not ledger.database.is_sqlite:
         pytest.skip("PostgreSQL's statements wait for the server")
     ticks = 0
