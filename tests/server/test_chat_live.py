@@ -255,3 +255,18 @@ async def test_a_reply_answered_elsewhere_is_followed_through_the_database(
     assert rest[1].data["input_tokens"] == 3
     assert rest[2].data == {"task_id": "t1", "message_id": None, "status": "completed"}
     await assert_no_drift(served[0])
+
+
+async def test_the_schema_documents_each_stream_as_what_it_sends(
+    served: tuple[FastAPI, str], alice: httpx.AsyncClient
+) -> None:
+    """Following a reply only ever streams SSE; a chat turn answers SSE or, with
+    `stream: false`, JSON."""
+    paths = (await alice.get("/openapi.json")).json()["paths"]
+
+    def answered_as(path: str, method: str) -> list[str]:
+        return sorted(paths[path][method]["responses"]["200"]["content"])
+
+    assert answered_as("/v1/tasks/{task_id}/stream", "get") == ["text/event-stream"]
+    for path in ("/v1/chat", "/v1/messages/{message_id}/retry"):
+        assert answered_as(path, "post") == ["application/json", "text/event-stream"]

@@ -90,7 +90,11 @@ async def retry(
     return await _answer(turn, body.stream)
 
 
-@router.get("/v1/tasks/{task_id}/stream", responses={200: {"content": _SSE}})
+@router.get(
+    "/v1/tasks/{task_id}/stream",
+    response_class=Response,  # the stream's own (stream.response): no JSON to document
+    responses={200: {"content": _SSE}},
+)
 async def follow_task(
     task_id: PathId,
     state: StateDep,
