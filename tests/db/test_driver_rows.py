@@ -107,3 +107,23 @@ def test_a_naive_timestamp_is_refused_as_sqlalchemy_refuses_it() -> None:
 def test_the_insert_names_every_column_once() -> None:
     sql = driver_rows.insert_sql(table_of(Message), ["id", "metadata"])
     assert sql == 'INSERT INTO "messages" ("id", "metadata") VALUES (?, ?)'
+
+
+def test_copy_rows_carry_json_as_its_text_and_every_other_value_as_it_is() -> None:
+    """PostgreSQL's COPY: psycopg adapts timestamps and the rest itself; a JSON document
+    goes as the text SQLAlchemy's JSON type would store, a shared one made text once."""
+    table = table_of(Task)
+    at, request = TIMES[1], {"metadata": {}}
+    rows = [
+        {"id": "t1", "request": request, "error": None, "created_at": at},
+        {"id": "t2", "request": request, "error": {"code": "x"}, "created_at": at},
+    ]
+    copied = driver_rows.copy_values(
+        table, ["id", "request", "error", "created_at"], rows, driver_rows.Conversions()
+    )
+    assert copied == [
+        ("t1", '{"metadata": {}}', "null", at),
+        ("t2", '{"metadata": {}}', '{"code": "x"}', at),
+    ]
+    assert copied[0][1] is copied[1][1]
+    assert copied[0][3] is at
