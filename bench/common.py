@@ -40,9 +40,11 @@ PROFILES = REPO / "bench" / "profiles"
 # -- the command line -------------------------------------------------------------------
 
 
-def arguments(description: str, *, workers: bool = False) -> argparse.Namespace:
+def arguments(
+    description: str, *, workers: bool = False, default_workers: int | None = 1
+) -> argparse.Namespace:
     """The options every script takes; `workers`: also `--workers N`, for a script whose
-    load can keep several server processes busy."""
+    load can keep several server processes busy (`default_workers` when not given)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run that every part works"
@@ -57,8 +59,8 @@ def arguments(description: str, *, workers: bool = False) -> argparse.Namespace:
         parser.add_argument(
             "--workers",
             type=int,
-            default=1,
-            help="processes serving each server, chatledger's and a baseline's (default 1)",
+            default=default_workers,
+            help="processes serving each server, chatledger's and a baseline's",
         )
     return parser.parse_args()
 

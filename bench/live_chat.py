@@ -9,12 +9,16 @@ tokens and recording nothing (bench/bare_sse.py), measured in the same run just 
 Latencies are from sending the request to the first `delta` event and to the `done` event.
 
     python -m bench.live_chat [--quick] [--db sqlite|postgresql|both] [--workers N]
+
+Without `--workers` each database is measured twice: with one process per server, then
+with one per core (both servers alike), as a deployment serves on this machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -189,9 +193,19 @@ def measure(dialect: str, conversations: int, workers: int) -> None:
 
 
 def main() -> None:
-    args = arguments(__doc__ or "", workers=True)
+    args = arguments(__doc__ or "", workers=True, default_workers=None)
+    conversations = QUICK_CONVERSATIONS if args.quick else CONVERSATIONS
     for dialect in dialects(args.db):
-        measure(dialect, QUICK_CONVERSATIONS if args.quick else CONVERSATIONS, args.workers)
+        for workers in process_counts(args.workers):
+            measure(dialect, conversations, workers)
+
+
+def process_counts(asked: int | None) -> list[int]:
+    """The server process counts to measure: as asked, else one and then one per core."""
+    if asked is not None:
+        return [asked]
+    cores = os.cpu_count() or 1
+    return [1, cores] if cores > 1 else [1]
 
 
 if __name__ == "__main__":

@@ -28,8 +28,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# Seconds a test may take under --long (pytest-timeout; the ini's `timeout` otherwise): a
+# full-size proof runs for minutes, and still must not hang forever.
+LONG_RUN_TIMEOUT_S = 3600
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-timeout reads its setting
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "long: runs only with --long (a big proof run)")
+    if config.getoption("--long") and config.getoption("timeout", None) is None:
+        config.option.timeout = LONG_RUN_TIMEOUT_S
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
