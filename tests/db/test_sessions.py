@@ -1,16 +1,23 @@
 """The sessions of db/engine.py are closed when their block ends: directly after a
 transaction that ended, SQLAlchemy's way (in a task of its own) after one that failed.
-Either way every connection is back in the pool."""
+Either way every connection is back in the pool. Lookups run outside a transaction on
+PostgreSQL, unless a caller is bound."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger import Ledger
+from chatledger.db import walls
 from chatledger.db.engine import Database
 from chatledger.errors import NotFound
 from chatledger.runs import service as runs
+from chatledger.tenants.caller import Caller
 
 
 class Refused(Exception):
@@ -48,3 +55,42 @@ async def test_a_failed_transaction_gives_its_connection_back(ledger: Ledger) ->
     async with database.reading() as session:
         with pytest.raises(NotFound):
             await runs.get(session, ledger.caller, "undone")
+
+
+async def _driver_connection(session: AsyncSession) -> Any:
+    connection = await session.connection()
+    return (await connection.get_raw_connection()).driver_connection
+
+
+async def test_a_lookup_runs_outside_a_transaction_on_postgresql(ledger: Ledger) -> None:
+    """chatledger's own lookups (the API key of every request) need no BEGIN and COMMIT
+    on PostgreSQL: each statement runs alone, one round trip. The connection goes back
+    to the pool as it came, so the next transaction is one again."""
+    database = ledger.database
+    async with database.looking_up() as session:
+        assert await session.scalar(text("SELECT 41 + 1")) == 42
+        driver = await _driver_connection(session)
+        if not database.is_sqlite:
+            assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    for _ in range(3):  # whichever pooled connection the lookup had
+        async with database.transaction() as session:
+            await session.execute(text("SELECT 1"))
+            driver = await _driver_connection(session)
+            if not database.is_sqlite:
+                assert driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    with pytest.raises(Refused):
+        async with database.looking_up() as session:
+            await session.execute(text("SELECT 1"))
+            raise Refused
+    assert checked_out(database) == 0
+
+
+async def test_a_lookup_with_a_caller_bound_is_behind_their_wall(ledger: Ledger) -> None:
+    caller = Caller("a-project", "a-user")
+    with walls.acting_as(caller):
+        async with ledger.database.looking_up() as session:
+            if ledger.database.is_sqlite:
+                assert await session.scalar(text("SELECT 1")) == 1
+                return
+            project = await session.scalar(text("SELECT current_setting('chatledger.project_id')"))
+    assert project == "a-project"

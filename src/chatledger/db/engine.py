@@ -12,7 +12,9 @@ the event loop's own thread, a large transaction's commit on a worker thread
 (sqlite_inline.py).
 
 On PostgreSQL a transaction opened while a caller is bound (`walls.acting_as`) starts
-behind that caller's row-level security wall (see walls.py). A pooled connection is
+behind that caller's row-level security wall (see walls.py). chatledger's own lookups
+(`looking_up()`: the API key of every request) run outside a transaction there, each
+statement its own, so a lookup is one round trip instead of three. A pooled connection is
 pinged before use only once it has idled (PING_AFTER_IDLE_S); one lost under a
 transaction makes that transaction `Busy`, and the pool replaces the rest.
 """
@@ -139,6 +141,13 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        # PostgreSQL: the same pool, its connection in autocommit while it is lent out
+        # (SQLAlchemy sets it at checkout and resets it at checkin, both without a
+        # round trip). SQLite: plain reads, whose BEGIN and COMMIT cost no round trip.
+        self._looker = self._reader
+        if not self.is_sqlite:
+            autocommit = self.read_engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._looker = async_sessionmaker(autocommit, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -165,6 +174,19 @@ class Database:
             session.begin(),
         ):
             await self._enter_walls(session)
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def looking_up(self) -> AsyncIterator[AsyncSession]:
+        """A session for chatledger's own reads that need no snapshot of their own (the
+        API-key lookup before every request): on PostgreSQL each statement runs alone,
+        without BEGIN and COMMIT, two round trips of three. With a caller bound it is
+        `reading()`: the wall needs a transaction to live in."""
+        if walls.bound() is not None:
+            async with self.reading() as session:
+                yield session
+            return
+        async with _busy_when_retryable(), _session(self._looker) as session, session.begin():
             yield session
 
     async def _enter_walls(self, session: AsyncSession) -> None:

@@ -86,7 +86,7 @@ async def _authenticated(state: AppState, authorization: str | None) -> Caller:
         return Caller(state.settings.local_project, state.settings.local_user, sees_all=True)
     secret = _bearer(authorization)
     key, role = None, None
-    async with state.database.reading() as session:
+    async with state.database.looking_up() as session:
         if found := await keys.authenticate(session, secret):
             key, role = found
             if key.kind == "service":

@@ -89,7 +89,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: StateDep, response: Response) -> dict[str, str]:
     """The database answers; until it does, send no traffic here."""
     try:
-        async with state.database.reading() as session:
+        async with state.database.looking_up() as session:
             await session.execute(text("SELECT 1"))
     except Exception as exc:
         response.status_code = 503
