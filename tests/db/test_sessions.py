@@ -94,3 +94,22 @@ async def test_a_lookup_with_a_caller_bound_is_behind_their_wall(ledger: Ledger)
                 return
             project = await session.scalar(text("SELECT current_setting('chatledger.project_id')"))
     assert project == "a-project"
+
+
+async def test_a_callers_values_reach_the_wall_verbatim(ledger: Ledger) -> None:
+    """The wall's settings travel inside the BEGIN as literals (a simple query takes no
+    parameters): a quote in a value is a character of it, not the end of the string."""
+    caller = Caller("it's-a-project", "o'brien; DROP TABLE runs")
+    with walls.acting_as(caller):
+        async with ledger.database.transaction() as session:
+            if ledger.database.is_sqlite:
+                return
+            settings = await session.execute(
+                text(
+                    "SELECT current_setting('chatledger.project_id'),"
+                    " current_setting('chatledger.user_id'), current_user"
+                )
+            )
+            assert settings.one() == (caller.project_id, caller.user_id, walls.CALLER_ROLE)
+    async with ledger.database.reading() as session:
+        assert await session.scalar(text("SELECT count(*) FROM runs")) == 0

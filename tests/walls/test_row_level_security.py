@@ -7,7 +7,7 @@ SQLite has no roles."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -189,14 +189,24 @@ async def test_writes_past_the_wall_change_nothing(
 
 
 @pytest.fixture
-def statements(app: FastAPI) -> Iterator[list[tuple[str, Any]]]:
-    """Every statement the app's database sends, with its parameters."""
+def statements(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, Any]]]:
+    """Every statement the app's database sends, with its parameters, in order; the
+    statement that opens a transaction (BEGIN, and the wall's settings with it: sent to
+    the driver directly, unseen by SQLAlchemy's events) with None for parameters."""
     sent: list[tuple[str, Any]] = []
     engine = database_of(app).write_engine.sync_engine
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         sent.append((statement, parameters))
 
+    opening = walls.begin_statement
+
+    def record_opening(quote: Callable[[str], str]) -> str:
+        statement = opening(quote)
+        sent.append((statement, None))
+        return statement
+
+    monkeypatch.setattr(walls, "begin_statement", record_opening)
     event.listen(engine, "before_cursor_execute", record)
     yield sent
     event.remove(engine, "before_cursor_execute", record)
@@ -209,13 +219,17 @@ async def test_a_request_runs_behind_the_wall_of_its_caller(
     listing = len(statements)
     assert (await alice.client.get("/v1/runs")).status_code == 200
     sent = statements[listing:]
-    # The key lookup comes first, as chatledger itself; then the caller's transaction,
-    # whose first statement puts it behind the wall.
+    # The key lookup comes first, as chatledger itself and outside any transaction; then
+    # the caller's transaction, which its BEGIN puts behind the wall.
+    assert "FROM api_keys" in sent[0][0]
     entering = [i for i, (sql, _) in enumerate(sent) if "set_config('role'" in sql]
     assert len(entering) == 1
-    _, parameters = sent[entering[0]]
-    assert parameters["role"] == walls.PROJECT_CALLER_ROLE  # Alice owns her project
-    assert (parameters["project_id"], parameters["user_id"]) == (alice.project_id, "alice")
+    opening, _ = sent[entering[0]]
+    assert opening.startswith("BEGIN; SELECT ")
+    assert f"set_config('role', '{walls.PROJECT_CALLER_ROLE}', true)" in opening  # her own
+    assert f"set_config('chatledger.project_id', '{alice.project_id}', true)" in opening
+    assert "set_config('chatledger.user_id', 'alice', true)" in opening
+    assert all(not sql.startswith("BEGIN") for sql, _ in sent[: entering[0]])
     assert any("FROM runs" in sql for sql, _ in sent[entering[0] + 1 :])
     # Nothing lingers once the request is over: this test's own context is unbound.
     assert walls.bound() is None

@@ -12,9 +12,10 @@ the event loop's own thread, a large transaction's commit on a worker thread
 (sqlite_inline.py).
 
 On PostgreSQL a transaction opened while a caller is bound (`walls.acting_as`) starts
-behind that caller's row-level security wall (see walls.py). chatledger's own lookups
-(`looking_up()`: the API key of every request) run outside a transaction there, each
-statement its own, so a lookup is one round trip instead of three. A pooled connection is
+behind that caller's row-level security wall (see walls.py), in the round trip of its
+BEGIN. chatledger's own lookups (`looking_up()`: the API key of every request) run
+outside a transaction there, each statement its own, so a lookup is one round trip
+instead of three. A pooled connection is
 pinged before use only once it has idled (PING_AFTER_IDLE_S); one lost under a
 transaction makes that transaction `Busy`, and the pool replaces the rest.
 """
@@ -25,6 +26,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +100,36 @@ def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
 PING_AFTER_IDLE_S = 1.0
 
 
+# Set while `Database.looking_up()` runs: its statements run alone, with no BEGIN.
+_looking_up: ContextVar[bool] = ContextVar("chatledger_looking_up", default=False)
+
+
 def _postgres_engine(url: URL) -> AsyncEngine:
-    engine = create_async_engine(url)
+    # The driver never opens a transaction by itself (autocommit); `_begin` below does,
+    # where SQLAlchemy asks the driver to begin one: psycopg's own BEGIN would be a round
+    # trip of its own, then the wall's settings another. psycopg still sends COMMIT or
+    # ROLLBACK for a transaction that is open.
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    # Here, not at the top: a server on SQLite need not load the driver.
+    from psycopg import sql as psycopg_sql
+
+    def _begin(dbapi_connection: Any) -> None:
+        if _looking_up.get():
+            return
+        driver = dbapi_connection.driver_connection
+
+        def quote(value: str) -> str:
+            return psycopg_sql.Literal(value).as_string(driver)
+
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(walls.begin_statement(quote))  # no parameters: a simple query
+        finally:
+            cursor.close()
+
+    # The dialect's own method, on this engine's dialect only: its errors are handled as
+    # every statement's are (a lost connection invalidated, then `Busy`).
+    engine.sync_engine.dialect.do_begin = _begin  # type: ignore[method-assign]
     pool_events = engine.sync_engine.pool
 
     @event.listens_for(pool_events, "checkin")
@@ -141,13 +171,6 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
-        # PostgreSQL: the same pool, its connection in autocommit while it is lent out
-        # (SQLAlchemy sets it at checkout and resets it at checkin, both without a
-        # round trip). SQLite: plain reads, whose BEGIN and COMMIT cost no round trip.
-        self._looker = self._reader
-        if not self.is_sqlite:
-            autocommit = self.read_engine.execution_options(isolation_level="AUTOCOMMIT")
-            self._looker = async_sessionmaker(autocommit, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -162,7 +185,6 @@ class Database:
             _session(self._writer) as session,
             session.begin(),
         ):
-            await self._enter_walls(session)
             yield session
 
     @contextlib.asynccontextmanager
@@ -173,7 +195,6 @@ class Database:
             _session(self._reader) as session,
             session.begin(),
         ):
-            await self._enter_walls(session)
             yield session
 
     @contextlib.asynccontextmanager
@@ -182,16 +203,12 @@ class Database:
         API-key lookup before every request): on PostgreSQL each statement runs alone,
         without BEGIN and COMMIT, two round trips of three. With a caller bound it is
         `reading()`: the wall needs a transaction to live in."""
-        if walls.bound() is not None:
+        token = _looking_up.set(walls.bound() is None)
+        try:
             async with self.reading() as session:
                 yield session
-            return
-        async with _busy_when_retryable(), _session(self._looker) as session, session.begin():
-            yield session
-
-    async def _enter_walls(self, session: AsyncSession) -> None:
-        if not self.is_sqlite:
-            await walls.enter(session)
+        finally:
+            _looking_up.reset(token)
 
     @contextlib.asynccontextmanager
     async def _serialised(self) -> AsyncIterator[None]:

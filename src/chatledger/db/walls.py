@@ -19,12 +19,9 @@ SQLite has no roles: there the query layer is the only wall.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Protocol
-
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 CALLER_ROLE = "chatledger_caller"
 PROJECT_CALLER_ROLE = "chatledger_project_caller"
@@ -45,15 +42,15 @@ class Scope(Protocol):
 
 _bound: ContextVar[Scope | None] = ContextVar("chatledger_caller", default=None)
 
-# One statement, one round trip: the role and the caller, all local to the transaction
-# (`true`), so they end with it and a pooled connection never carries them to the next.
-# set_config('role', …) is SET LOCAL ROLE in a form that takes parameters.
-_ENTER = text(
-    "SELECT set_config('role', :role, true),"
-    " set_config('chatledger.project_id', :project_id, true),"
-    " set_config('chatledger.user_id', :user_id, true),"
-    " set_config('chatledger.sees_all', :sees_all, true),"
-    " set_config('chatledger.key_kind', :key_kind, true)"
+# The role and the caller, all local to the transaction (`true`), so they end with it and
+# a pooled connection never carries them to the next. set_config('role', …) is SET LOCAL
+# ROLE in a form that takes values. Sent with the BEGIN itself (`begin_statement`).
+_ENTER = (
+    "SELECT set_config('role', {role}, true),"
+    " set_config('chatledger.project_id', {project_id}, true),"
+    " set_config('chatledger.user_id', {user_id}, true),"
+    " set_config('chatledger.sees_all', {sees_all}, true),"
+    " set_config('chatledger.key_kind', {key_kind}, true)"
 )
 
 
@@ -87,19 +84,18 @@ def role_of(scope: Scope) -> str:
     return PROJECT_CALLER_ROLE if scope.sees_all else CALLER_ROLE
 
 
-async def enter(session: AsyncSession) -> None:
-    """Put the session's new transaction behind the wall of the bound caller, if any.
-    PostgreSQL only; the first statement of the transaction."""
+def begin_statement(quote: Callable[[str], str]) -> str:
+    """What opens a PostgreSQL transaction (db/engine.py): BEGIN, and with a caller bound
+    the wall around them, in one round trip. A simple query cannot take parameters, so
+    the values are spelled as literals by `quote` (the driver's quoting)."""
     scope = _bound.get()
     if scope is None:
-        return
-    await session.execute(
-        _ENTER,
-        {
-            "role": role_of(scope),
-            "project_id": scope.project_id,
-            "user_id": scope.user_id,
-            "sees_all": "on" if scope.sees_all else "off",
-            "key_kind": scope.key_kind,
-        },
-    )
+        return "BEGIN"
+    values = {
+        "role": role_of(scope),
+        "project_id": scope.project_id,
+        "user_id": scope.user_id,
+        "sees_all": "on" if scope.sees_all else "off",
+        "key_kind": scope.key_kind,
+    }
+    return "BEGIN; " + _ENTER.format_map({name: quote(v) for name, v in values.items()})
