@@ -86,14 +86,25 @@ async def test_a_lookup_runs_outside_a_transaction_on_postgresql(ledger: Ledger)
 
 
 async def test_a_lookup_with_a_caller_bound_is_behind_their_wall(ledger: Ledger) -> None:
+    """Bound before the lookup or inside it: the wall needs a transaction, so there is
+    one. A write transaction opened inside a lookup is a transaction too."""
+    database = ledger.database
     caller = Caller("a-project", "a-user")
+    wall = text("SELECT current_setting('chatledger.project_id', true)")
     with walls.acting_as(caller):
-        async with ledger.database.looking_up() as session:
-            if ledger.database.is_sqlite:
+        async with database.looking_up() as session:
+            if database.is_sqlite:
                 assert await session.scalar(text("SELECT 1")) == 1
                 return
-            project = await session.scalar(text("SELECT current_setting('chatledger.project_id')"))
-    assert project == "a-project"
+            assert await session.scalar(wall) == "a-project"
+    async with database.looking_up():
+        with walls.acting_as(caller):
+            async with database.reading() as session:
+                assert await session.scalar(wall) == "a-project"
+        async with database.transaction() as session:
+            await session.execute(text("SELECT 1"))
+            driver = await _driver_connection(session)
+            assert driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
 
 
 async def test_a_callers_values_reach_the_wall_verbatim(ledger: Ledger) -> None:

@@ -100,7 +100,9 @@ def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
 PING_AFTER_IDLE_S = 1.0
 
 
-# Set while `Database.looking_up()` runs: its statements run alone, with no BEGIN.
+# Set while `Database.looking_up()` runs: its statements run alone, with no BEGIN,
+# unless a caller is bound (the wall lives in a transaction) or a write transaction is
+# opened inside it.
 _looking_up: ContextVar[bool] = ContextVar("chatledger_looking_up", default=False)
 
 
@@ -114,7 +116,7 @@ def _postgres_engine(url: URL) -> AsyncEngine:
     from psycopg import sql as psycopg_sql
 
     def _begin(dbapi_connection: Any) -> None:
-        if _looking_up.get():
+        if _looking_up.get() and walls.bound() is None:
             return
         driver = dbapi_connection.driver_connection
 
@@ -180,6 +182,7 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed when the block ends, rolled back on error."""
         async with (
+            _not_looking_up(),
             self._serialised(),
             _busy_when_retryable(),
             _session(self._writer) as session,
@@ -203,7 +206,7 @@ class Database:
         API-key lookup before every request): on PostgreSQL each statement runs alone,
         without BEGIN and COMMIT, two round trips of three. With a caller bound it is
         `reading()`: the wall needs a transaction to live in."""
-        token = _looking_up.set(walls.bound() is None)
+        token = _looking_up.set(True)
         try:
             async with self.reading() as session:
                 yield session
@@ -222,6 +225,15 @@ class Database:
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _not_looking_up() -> AsyncIterator[None]:
+    token = _looking_up.set(False)
+    try:
+        yield
+    finally:
+        _looking_up.reset(token)
 
 
 @contextlib.asynccontextmanager
