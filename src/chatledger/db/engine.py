@@ -205,7 +205,8 @@ class Database:
         """A session for chatledger's own reads that need no snapshot of their own (the
         API-key lookup before every request): on PostgreSQL each statement runs alone,
         without BEGIN and COMMIT, two round trips of three. With a caller bound it is
-        `reading()`: the wall needs a transaction to live in."""
+        `reading()`: the wall needs a transaction to live in. A `transaction()` opened
+        inside it is one all the same."""
         token = _looking_up.set(True)
         try:
             async with self.reading() as session:
