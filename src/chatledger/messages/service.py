@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger.db.base import table_of
+from chatledger.db.prepared import Prepared
 from chatledger.db.types import utcnow
 from chatledger.db.upsert import insert_if_absent
 from chatledger.errors import Conflict, InvalidInput, NotFound
@@ -164,7 +165,7 @@ async def list_messages(session: AsyncSession, caller: Caller, run_id: str) -> l
 
 # What a model is shown of a run, read on every chat turn: built once, as Core.
 _messages = table_of(Message)
-_CONVERSATION = (
+_CONVERSATION = Prepared(
     select(_messages.c.id, _messages.c.role, _messages.c.content, _messages.c.status)
     .where(
         _messages.c.project_id == bindparam("in_project"), _messages.c.run_id == bindparam("run")
@@ -173,12 +174,10 @@ _CONVERSATION = (
 )
 
 
-async def conversation(
-    session: AsyncSession, project_id: str, run_id: str
-) -> Sequence[Row[Any, Any, Any, Any]]:
+async def conversation(session: AsyncSession, project_id: str, run_id: str) -> Sequence[Any]:
     """A run the caller has just written to, read back for the model: each message's id,
     role, content and status, in order."""
-    return (await session.execute(_CONVERSATION, {"in_project": project_id, "run": run_id})).all()
+    return (await _CONVERSATION.execute(session, {"in_project": project_id, "run": run_id})).rows
 
 
 async def mark(

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger.db.base import table_of
 from chatledger.db.loaded import refresh_if_loaded
+from chatledger.db.prepared import Prepared
 from chatledger.db.types import UtcTimeStamp, utcnow
 from chatledger.db.upsert import insert_if_absent
 from chatledger.errors import InvalidInput, NotFound
@@ -162,10 +163,10 @@ async def _count_in(
 ) -> Opened | None:
     stmt = _COUNT_MESSAGE if caller.sees_all else _COUNT_OWN_MESSAGE
     params = {"in_project": caller.project_id, "run": run_id, "owner": caller.user_id}
-    row = (await session.execute(stmt, {**params, **_counted(content, at)})).one_or_none()
+    row = (await stmt.execute(session, {**params, **_counted(content, at)})).one_or_none()
     if row is None:
         return None
-    refresh_if_loaded(session, Run, (caller.project_id, run_id), row._mapping)
+    refresh_if_loaded(session, Run, (caller.project_id, run_id), row._asdict())
     return Opened(
         caller.project_id,
         run_id,
@@ -234,7 +235,8 @@ def _latest(column: Any, at: Any) -> Any:
 
 
 # The statements a chat turn runs on its run, built once (Core, on the table: no ORM
-# bookkeeping, no statement or cache key built per call) and run with parameters.
+# bookkeeping, no statement or cache key built per call) and run through the driver
+# (db/prepared.py).
 _runs = table_of(Run)
 _at = bindparam("at", type_=UtcTimeStamp())
 # (Parameters named apart from the columns: SQLAlchemy reserves those for SET values.)
@@ -248,9 +250,9 @@ _count = update(_runs).values(
 # Each returns what it moved, so that a `Run` this session has loaded is kept up to date.
 _counts = (_runs.c.message_count, _runs.c.last_message_at, _runs.c.last_message_preview)
 _opened = (*_counts, _runs.c.updated_at, _runs.c.name, _runs.c.user_id, _runs.c.settings)
-_COUNT_MESSAGE = _count.where(*_this_run).returning(*_opened)
-_COUNT_OWN_MESSAGE = _count.where(*_this_run, _runs.c.user_id == bindparam("owner")).returning(
-    *_opened
+_COUNT_MESSAGE = Prepared(_count.where(*_this_run).returning(*_opened))
+_COUNT_OWN_MESSAGE = Prepared(
+    _count.where(*_this_run, _runs.c.user_id == bindparam("owner")).returning(*_opened)
 )
 _task_usage = {
     "task_count": _runs.c.task_count + bindparam("completed"),
@@ -266,9 +268,11 @@ _usage_columns = (
     _runs.c.last_model,
     _runs.c.updated_at,
 )
-_ADD_TASK_USAGE = update(_runs).where(*_this_run).values(**_task_usage).returning(*_usage_columns)
+_ADD_TASK_USAGE = Prepared(
+    update(_runs).where(*_this_run).values(**_task_usage).returning(*_usage_columns)
+)
 # The same, and the task's reply counted in as the run's next message (a chat turn's end).
-_ADD_TASK_USAGE_AND_REPLY = (
+_ADD_TASK_USAGE_AND_REPLY = Prepared(
     update(_runs)
     .where(*_this_run)
     .values(
@@ -290,10 +294,10 @@ async def count_message(
     gapless positions and message_count always equals the rows.
     """
     params = {"in_project": project_id, "run": run_id, **_counted(content, at)}
-    row = (await session.execute(_COUNT_MESSAGE, params)).one_or_none()
+    row = (await _COUNT_MESSAGE.execute(session, params)).one_or_none()
     if row is None:
         raise NotFound("run", run_id)
-    refresh_if_loaded(session, Run, (project_id, run_id), row._mapping)
+    refresh_if_loaded(session, Run, (project_id, run_id), row._asdict())
     seq: int = row.message_count
     return seq
 
@@ -334,8 +338,8 @@ async def add_task_usage(
     stmt = _ADD_TASK_USAGE
     if reply is not None:
         stmt, params = _ADD_TASK_USAGE_AND_REPLY, {**params, **_counted(reply, at)}
-    written = (await session.execute(stmt, params)).one_or_none()
+    written = (await stmt.execute(session, params)).one_or_none()
     if written is None:
         return None
-    refresh_if_loaded(session, Run, (project_id, run_id), written._mapping)
+    refresh_if_loaded(session, Run, (project_id, run_id), written._asdict())
     return written.message_count if reply is not None else None

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, func, select, text, tuple_, update
+from sqlalchemy import bindparam, func, literal_column, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger.db.base import table_of
 from chatledger.db.loaded import as_loaded
+from chatledger.db.prepared import Prepared
 from chatledger.db.types import UtcTimeStamp, utcnow
 from chatledger.db.upsert import insert_if_absent
 from chatledger.errors import Conflict, InvalidInput, NotFound
@@ -221,16 +222,18 @@ async def progress(
 
 _LIVE_LITERALS = ", ".join(f"'{status}'" for status in LIVE)
 
-# The terminal transition, built once (Core: see db/loaded.py). Its SET clause is the
-# parameters named after columns; the guard's parameters are named apart from them.
+# The terminal transition, built once (Core: see db/loaded.py) and sent through the
+# driver (db/prepared.py). Its SET clause is the parameters named after columns; the
+# guard's parameters are named apart from them, its statuses written in (an IN list of
+# parameters would be expanded on every call).
 _tasks = table_of(Task)
 _live_task = (
     _tasks.c.project_id == bindparam("in_project"),
     _tasks.c.id == bindparam("task"),
-    _tasks.c.status.not_in(TERMINAL),
+    _tasks.c.status.not_in([literal_column(f"'{status}'") for status in TERMINAL]),
 )
-_END = update(_tasks).where(*_live_task).returning(*_tasks.c)
-_END_IF_SILENT = (
+_END = Prepared(update(_tasks).where(*_live_task).returning(*_tasks.c))
+_END_IF_SILENT = Prepared(
     update(_tasks)
     .where(*_live_task, _tasks.c.heartbeat_at < bindparam("silent_since", type_=UtcTimeStamp()))
     .returning(*_tasks.c)
@@ -356,11 +359,11 @@ async def end(
     guarded, where = _END, dict[str, Any](in_project=task.project_id, task=task.id)
     if outcome.silent_since is not None:
         guarded, where["silent_since"] = _END_IF_SILENT, outcome.silent_since
-    row = (await session.execute(guarded, {**where, **values})).one_or_none()
+    row = (await guarded.execute(session, {**where, **values})).one_or_none()
     if row is None:
         return None
     # A copy of the task this session loaded (`finish` read it) now shows it ended.
-    ended = as_loaded(session, Task, (task.project_id, task.id), row._mapping)
+    ended = as_loaded(session, Task, (task.project_id, task.id), row._asdict())
     reply_seq = await runs.add_task_usage(
         session,
         ended.project_id,

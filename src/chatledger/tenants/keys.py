@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatledger.db.prepared import Prepared
 from chatledger.db.types import utcnow
 from chatledger.errors import InvalidInput, NotFound
 from chatledger.ids import new_id
@@ -78,15 +79,17 @@ _own_role = (
 )
 # Columns, not the ApiKey entity: loading an ORM object (and keeping it in the session)
 # cost a sixth of the lookup.
-_KEY_AND_ROLE = select(
-    ApiKey.id,
-    ApiKey.project_id,
-    ApiKey.user_id,
-    ApiKey.kind,
-    ApiKey.last_used_at,
-    ApiKey.revoked_at,
-    _own_role,
-).where(ApiKey.secret_hash == bindparam("secret_hash"))
+_KEY_AND_ROLE = Prepared(
+    select(
+        ApiKey.id,
+        ApiKey.project_id,
+        ApiKey.user_id,
+        ApiKey.kind,
+        ApiKey.last_used_at,
+        ApiKey.revoked_at,
+        _own_role.label("role"),
+    ).where(ApiKey.secret_hash == bindparam("secret_hash"))
+)
 
 
 async def authenticate(
@@ -95,7 +98,7 @@ async def authenticate(
     """The live key with this secret and its user's own role in the key's project (None:
     no membership of the project itself; an org's role is looked up apart), in one read:
     every request asks both."""
-    found = await session.execute(_KEY_AND_ROLE, {"secret_hash": hash_secret(secret)})
+    found = await _KEY_AND_ROLE.execute(session, {"secret_hash": hash_secret(secret)})
     row = found.one_or_none()
     if row is None:
         return None

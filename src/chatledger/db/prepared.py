@@ -1,0 +1,202 @@
+"""Prebuilt statements sent through the driver of a session's own connection.
+
+The save flow's hot statements are Core statements built once (db/loaded.py says how
+the ORM's copies are kept true to them). Even prebuilt, SQLAlchemy's execution costs
+more than the database's work: for each one it makes a cache key, an execution context,
+a cursor result and its row metadata, and on the asyncio side a greenlet switch per
+driver call. Measured in process, one UPDATE … RETURNING of a run took 180-280 µs
+through `session.execute` and ~80 µs as `Prepared` on SQLite (~40 µs of it the
+driver's own); 460-530 µs and 290-330 µs on PostgreSQL, where the round trip is most of
+it (docs/benchmarks.md, a ninth session).
+
+`Prepared` compiles its statement once per database (dialect), with that dialect's own
+type processors for its parameters and returned columns, and then runs it on the
+session's connection, inside the session's transaction: the BEGIN (and on PostgreSQL
+the wall) is SQLAlchemy's as for every statement. What SQLAlchemy does around a
+statement that matters here is kept:
+
+- the session's pending changes are flushed first (autoflush), as `session.execute`
+  would;
+- `before_cursor_execute` and `after_cursor_execute` listeners are told of it (statement
+  counts, tracing), with no execution context;
+- a driver error is raised as SQLAlchemy raises it (`sqlalchemy.exc.DBAPIError` and its
+  subclasses, the driver's error as `orig`), and a lost connection is invalidated, so
+  that `Database` answers both as it answers every statement's.
+
+Only plain binds are taken: no expanding `IN` lists, no per-row defaults.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Dialect
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+Process = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a prepared statement answered: its rows (named tuples, processed as
+    SQLAlchemy would) and how many rows it wrote."""
+
+    rows: Sequence[Any]
+    rowcount: int
+
+    def one_or_none(self) -> Any:
+        if len(self.rows) > 1:
+            raise ValueError(f"expected at most one row, got {len(self.rows)}")
+        return self.rows[0] if self.rows else None
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+
+class Prepared:
+    """A Core statement, compiled once per dialect (and, as SQLAlchemy does, per set of
+    parameter names: an UPDATE or INSERT without its own values sets the columns named
+    by them), run through the driver."""
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._compiled: dict[tuple[str, frozenset[str]], _Compiled] = {}
+
+    async def execute(self, session: AsyncSession, params: Mapping[str, Any]) -> Written:
+        if session.autoflush and (session.new or session.dirty or session.deleted):
+            await session.flush()
+        sync = await _connection(session)
+        compiled = self._compiled_for(sync.dialect, params)
+        parameters = compiled.parameters(params)
+        driver = sync.connection.driver_connection
+        assert driver is not None
+        cursor = driver.cursor()
+        statement = compiled.sql
+        for before in sync.dispatch.before_cursor_execute:
+            statement, parameters = before(sync, cursor, statement, parameters, None, False)
+        try:
+            await cursor.execute(statement, parameters)
+            rows = await cursor.fetchall() if compiled.returns_rows else ()
+            rowcount = cursor.rowcount
+        except Exception as exc:
+            await _raise_as_sqlalchemy(session, sync, exc, statement, parameters)
+            raise  # not a driver error: as it is
+        finally:
+            await cursor.close()
+        for after in sync.dispatch.after_cursor_execute:
+            after(sync, cursor, statement, parameters, None, False)
+        return Written([compiled.row(row) for row in rows], rowcount)
+
+    def _compiled_for(self, dialect: Dialect, params: Mapping[str, Any]) -> _Compiled:
+        key = (dialect.name, frozenset(params))
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = _Compiled.of(self.statement, dialect, sorted(params))
+            self._compiled[key] = compiled
+        return compiled
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    compiler: SQLCompiler
+    positions: tuple[str, ...] | None  # positional paramstyle: the binds' order
+    binds: dict[str, Process]
+    returns_rows: bool
+    row: Callable[[Sequence[Any]], Any]
+
+    @classmethod
+    def of(cls, statement: ClauseElement, dialect: Dialect, names: list[str]) -> _Compiled:
+        compiler = statement.compile(dialect=dialect, column_keys=names)
+        assert isinstance(compiler, SQLCompiler)
+        if compiler.escaped_bind_names or any(b.expanding for b in compiler.binds.values()):
+            raise ValueError("a prepared statement takes plain binds: no IN lists, no escapes")
+        binds: dict[str, Process] = {}
+        for name, bind in compiler.binds.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                binds[name] = process
+        columns = list(getattr(statement, "exported_columns", ()))
+        return cls(
+            sql=compiler.string,
+            compiler=compiler,
+            positions=tuple(compiler.positiontup or ()) if compiler.positional else None,
+            binds=binds,
+            returns_rows=bool(columns),
+            row=_row_maker(columns, dialect),
+        )
+
+    def parameters(self, params: Mapping[str, Any]) -> Any:
+        """`params` with the statement's own bound values, each as its type binds it,
+        named or in order as the driver takes them."""
+        values = self.compiler.construct_params(dict(params))
+        for name, process in self.binds.items():
+            values[name] = process(values[name])
+        if self.positions is None:
+            return values
+        return tuple(values[name] for name in self.positions)
+
+
+def _row_maker(columns: list[Any], dialect: Dialect) -> Callable[[Sequence[Any]], Any]:
+    names = [column.key for column in columns]
+    if not all(isinstance(name, str) and name.isidentifier() for name in names):
+        raise ValueError(f"every returned column needs a name (a label): {names}")
+    Row = namedtuple("Row", names)  # type: ignore[misc]
+    processes = [
+        column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+    ]
+    if not any(processes):
+        return lambda values: Row._make(values)
+    steps = [(i, process) for i, process in enumerate(processes) if process is not None]
+
+    def row(values: Sequence[Any]) -> Any:
+        processed = list(values)
+        for i, process in steps:
+            processed[i] = process(processed[i])
+        return Row._make(processed)
+
+    return row
+
+
+# Where a session keeps the connection of its transaction (`Session.info`).
+_CONNECTION = "chatledger.prepared.connection"
+
+
+async def _connection(session: AsyncSession) -> Connection:
+    """The connection of the session's transaction, begun if need be. Asking the session
+    each time costs a greenlet switch, a third of a statement's time on SQLite: it is
+    kept in the session's info for as long as it is open and in its transaction."""
+    sync: Connection | None = session.info.get(_CONNECTION)
+    if sync is None or sync.closed or not sync.in_transaction():
+        sync = (await session.connection()).sync_connection
+        assert sync is not None
+        session.info[_CONNECTION] = sync
+    return sync
+
+
+async def _raise_as_sqlalchemy(
+    session: AsyncSession, sync: Connection, exc: Exception, statement: str, parameters: Any
+) -> None:
+    """A driver error as SQLAlchemy raises it, its connection invalidated when lost."""
+    dialect = sync.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+    if not isinstance(exc, dbapi_error):
+        return
+    lost = dialect.is_disconnect(exc, sync.connection.dbapi_connection, None)
+    if lost:
+        await (await session.connection()).invalidate(exc)
+    raise DBAPIError.instance(
+        statement,
+        parameters,
+        exc,
+        dbapi_error,
+        connection_invalidated=lost,
+        dialect=dialect,
+    ) from exc

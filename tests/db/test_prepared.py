@@ -1,0 +1,170 @@
+"""db/prepared.py: a prebuilt statement sent through the driver answers what
+`session.execute` answers, inside the session's own transaction, with SQLAlchemy's
+autoflush, statement events and errors kept."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, event, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from chatledger import Ledger
+from chatledger.db.base import table_of
+from chatledger.db.prepared import Prepared
+from chatledger.errors import Busy
+from chatledger.runs import service as runs
+from chatledger.runs.models import Run
+
+_runs = table_of(Run)
+_THIS_RUN = (_runs.c.project_id == bindparam("in_project"), _runs.c.id == bindparam("run"))
+# Timestamps, JSON, integers and text come back, as each type reads them.
+_RENAME = (
+    update(_runs)
+    .where(*_THIS_RUN)
+    .values(name=bindparam("new_name"), updated_at=bindparam("at"))
+    .returning(_runs.c.name, _runs.c.updated_at, _runs.c.settings, _runs.c.message_count)
+)
+_READ = select(_runs.c.id, _runs.c.name, _runs.c.created_at).where(*_THIS_RUN)
+
+
+async def _a_run(ledger: Ledger, run_id: str) -> None:
+    async with ledger.database.transaction() as session:
+        await runs.ensure(session, ledger.caller, run_id, settings={"model": "echo", "n": 1})
+
+
+async def test_rows_are_what_the_session_would_answer(ledger: Ledger) -> None:
+    await _a_run(ledger, "r1")
+    at = datetime(2026, 12, 4, 11, 30, 15, 123456, tzinfo=UTC)
+    params = {"in_project": ledger.caller.project_id, "run": "r1", "new_name": "n", "at": at}
+    async with ledger.database.transaction() as session:
+        through_session = (await session.execute(_RENAME, params)).one()
+        prepared = (await Prepared(_RENAME).execute(session, params)).one_or_none()
+    assert prepared._asdict() == dict(through_session._mapping)
+    assert prepared.updated_at == at and prepared.updated_at.tzinfo is not None
+    assert prepared.settings == {"model": "echo", "n": 1}
+    async with ledger.database.reading() as session:
+        read = (await Prepared(_READ).execute(session, params)).rows
+        assert [row._asdict() for row in read] == [
+            dict(row._mapping) for row in await session.execute(_READ, params)
+        ]
+        assert (await Prepared(_READ).execute(session, {**params, "run": "none"})).rows == []
+
+
+async def test_an_update_without_values_sets_the_columns_its_parameters_name(
+    ledger: Ledger,
+) -> None:
+    """As with `session.execute`: the SET clause is the parameters named after columns,
+    compiled once for each set of names."""
+    await _a_run(ledger, "r1")
+    stmt = Prepared(update(_runs).where(*_THIS_RUN).returning(_runs.c.name, _runs.c.last_model))
+    where = {"in_project": ledger.caller.project_id, "run": "r1"}
+    async with ledger.database.transaction() as session:
+        first = (await stmt.execute(session, {**where, "name": "a"})).one_or_none()
+        both = (await stmt.execute(session, {**where, "name": "b", "last_model": "m"})).rows
+    assert tuple(first) == ("a", None)
+    assert [tuple(row) for row in both] == [("b", "m")]
+
+
+async def test_it_runs_in_the_sessions_transaction(ledger: Ledger) -> None:
+    """Pending ORM objects are flushed first (the UPDATE finds the run added just
+    before), and a rollback takes the prepared statement's write back with the rest."""
+    count = Prepared(update(_runs).where(*_THIS_RUN).values(message_count=7))
+    where = {"in_project": ledger.caller.project_id, "run": "added"}
+
+    class Undo(Exception):
+        pass
+
+    with pytest.raises(Undo):
+        async with ledger.database.transaction() as session:
+            session.add(_new_run(ledger, "added"))
+            assert (await count.execute(session, where)).rowcount == 1
+            raise Undo
+    async with ledger.database.transaction() as session:
+        assert (await count.execute(session, where)).rowcount == 0
+        session.add(_new_run(ledger, "added"))
+        assert (await count.execute(session, where)).rowcount == 1
+    async with ledger.database.reading() as session:
+        assert await session.scalar(select(Run.message_count).where(Run.id == "added")) == 7
+
+
+async def test_a_session_used_again_takes_its_new_connection(ledger: Ledger) -> None:
+    """The connection is kept per transaction: the session's next one uses its own."""
+    await _a_run(ledger, "r1")
+    params = {"in_project": ledger.caller.project_id, "run": "r1"}
+    read = Prepared(_READ)
+    async with ledger.database._writer() as session:
+        for _ in range(3):
+            async with session.begin():
+                assert len((await read.execute(session, params)).rows) == 1
+
+
+async def test_statement_events_see_it(ledger: Ledger) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(("before", statement))
+
+    def after(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(("after", statement))
+
+    engine = ledger.database.write_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        async with ledger.database.transaction() as session:
+            await Prepared(_READ).execute(session, {"in_project": "p", "run": "r"})
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+    assert [when for when, _ in seen] == ["before", "after"]
+    assert all("FROM runs" in statement for _, statement in seen)
+
+
+async def test_a_driver_error_is_raised_as_sqlalchemy_raises_it(ledger: Ledger) -> None:
+    await _a_run(ledger, "taken")
+    async with ledger.database.reading() as session:
+        stored = (await session.execute(select(_runs).where(_runs.c.id == "taken"))).one()
+    values = dict(stored._mapping)  # the same row again: its key is taken
+    plain_insert = Prepared(insert(_runs).values({name: bindparam(name) for name in values}))
+    with pytest.raises(IntegrityError) as raised:
+        async with ledger.database.transaction() as session:
+            await plain_insert.execute(session, values)
+    assert isinstance(raised.value.orig, ledger.database.write_engine.dialect.loaded_dbapi.Error)
+    async with ledger.database.transaction() as session:  # the connection serves again
+        assert (await Prepared(_READ).execute(session, {"in_project": "p", "run": "r"})).rows == []
+
+
+async def test_a_lost_connection_is_busy_and_replaced(ledger: Ledger) -> None:
+    """PostgreSQL restarted under a transaction: `Busy` (503, retry), the connection
+    invalidated, the next transaction on a live one."""
+    if ledger.database.is_sqlite:
+        pytest.skip("SQLite has no server to lose")
+    read = Prepared(_READ)
+    params = {"in_project": "p", "run": "r"}
+    with pytest.raises(Busy):
+        async with ledger.database.transaction() as session:
+            pid = await session.scalar(text("SELECT pg_backend_pid()"))
+            async with ledger.database.looking_up() as other:
+                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await read.execute(session, params)
+    async with ledger.database.transaction() as session:
+        assert (await read.execute(session, params)).rows == []
+
+
+def test_only_plain_binds_and_named_columns_are_taken() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    in_list = Prepared(select(_runs.c.id).where(_runs.c.id.in_(["a", "b"])))
+    with pytest.raises(ValueError, match="plain binds"):
+        in_list._compiled_for(sqlite.dialect(), {})
+    unnamed = Prepared(select(select(_runs.c.id).scalar_subquery()))
+    with pytest.raises(ValueError, match="needs a name"):
+        unnamed._compiled_for(sqlite.dialect(), {})
+
+
+def _new_run(ledger: Ledger, run_id: str) -> Run:
+    caller = ledger.caller
+    return Run(project_id=caller.project_id, id=run_id, user_id=caller.user_id, name=run_id)
