@@ -39,7 +39,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.util.concurrency import await_, in_greenlet
+from sqlalchemy.orm import Session
+from sqlalchemy.util.concurrency import await_, greenlet_spawn, in_greenlet
 
 from chatledger.db import sqlite_inline, walls
 from chatledger.errors import Busy
@@ -186,7 +187,6 @@ class Database:
             self._serialised(),
             _busy_when_retryable(),
             _session(self._writer) as session,
-            session.begin(),
         ):
             yield session
 
@@ -196,7 +196,6 @@ class Database:
         async with (
             _busy_when_retryable(),
             _session(self._reader) as session,
-            session.begin(),
         ):
             yield session
 
@@ -239,25 +238,36 @@ async def _not_looking_up() -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def _session(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """A session, closed when the block ends.
+    """A session in one transaction: begun by its first statement, committed and closed
+    when the block ends, or rolled back and closed if it fails.
+
+    The commit and the close are one hand-off to SQLAlchemy's synchronous side: each of
+    its async methods is a greenlet switch there and back, and a transaction made four
+    (begin, its connection, commit, close), ~100 µs of ~300 on SQLite for an empty one
+    (docs/benchmarks.md, a ninth session).
 
     SQLAlchemy's own `async with session` closes it in a task of its own, so that a
     cancellation cannot cut the close short and leave the connection out of the pool.
     That task costs two turns of the event loop per transaction, each as long as the
     work of every other ready request: at 200 live replies on SQLite, a tenth or more
-    of the server's CPU per reply and half their time to first token
-    (docs/benchmarks.md). After a transaction has ended, closing waits on nothing:
-    SQLite runs every call at once (db/sqlite_inline.py), psycopg hands back an idle
-    connection without a round trip. So only a block that failed, whose connection may
-    still be inside a transaction, is closed SQLAlchemy's way.
+    of the server's CPU per reply and half their time to first token. After a
+    transaction has ended, closing waits on nothing: SQLite runs every call at once
+    (db/sqlite_inline.py), psycopg hands back an idle connection without a round trip.
+    So only a block that failed, whose connection may still be inside a transaction, is
+    closed SQLAlchemy's way.
     """
     session = maker()
     try:
         yield session
+        await greenlet_spawn(_commit_and_close, session.sync_session)
     except BaseException:
         async with session:
             raise
-    await session.close()
+
+
+def _commit_and_close(session: Session) -> None:
+    session.commit()
+    session.close()
 
 
 # PostgreSQL's "try again" states: serialization failure, deadlock, lock not available.
