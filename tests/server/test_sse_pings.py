@@ -99,3 +99,30 @@ async def test_a_live_log_pings_while_idle_and_loses_no_event() -> None:
     ]
     assert seen[0] == events[0] and seen.count(None) >= 2
     assert seen[-2:] == events[-2:]  # no ping between events that came together
+
+
+async def test_followers_of_one_log_ping_each_on_their_own_interval() -> None:
+    """One alarm serves the whole log: a follower woken before its time waits again, and
+    each pings only once its own interval has passed without an event."""
+    log = EventLog()
+
+    async def follow(idle_s: float) -> list[float]:
+        pings: list[float] = []
+        async for event in log.follow_pinging(idle_s=idle_s):
+            if event is None:
+                pings.append(asyncio.get_running_loop().time())
+        return pings
+
+    started = asyncio.get_running_loop().time()
+    often = asyncio.create_task(follow(0.05))
+    rarely = asyncio.create_task(follow(0.2))
+    await asyncio.sleep(0.45)
+    log.emit("done", {"status": "completed"})
+    log.close()
+    frequent, rare = await often, await rarely
+
+    assert len(frequent) >= 4 and 1 <= len(rare) <= 2, (frequent, rare)
+    gaps = [b - a for a, b in zip([started, *frequent], frequent, strict=False)]
+    assert all(gap >= 0.05 for gap in gaps), gaps
+    assert rare[0] - started >= 0.2
+    assert log._alarm is None  # closed: nothing left to ring
