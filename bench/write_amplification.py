@@ -64,6 +64,10 @@ class StatementCounter:
             self._wrote.add(id(conn))
 
     def _commit(self, conn: Any) -> None:
+        if not _driver_in_transaction(conn):
+            # SQLAlchemy's commit of a PostgreSQL key lookup, which ran without a
+            # transaction (`Database.looking_up()`): the driver sends nothing.
+            return
         self.kinds["(commit)"] += 1
         if id(conn) in self._wrote:
             self._wrote.discard(id(conn))
@@ -161,6 +165,14 @@ def measure(dialect: str, replies: int, debounce_ms: int) -> None:
     report(Figure("write transactions per reply", wrote, "", budget, target, wrote <= budget))
     by_kind = ", ".join(f"{k} {n / len(per_reply):.1f}" for k, n in totals.most_common())
     note(f"reply {mean_s * 1000:,.0f} ms, debounce {debounce_ms} ms; per reply: {by_kind}")
+
+
+def _driver_in_transaction(conn: Any) -> bool:
+    """Whether the driver under a connection has a transaction open (one to commit)."""
+    driver = conn.connection.driver_connection
+    if hasattr(driver, "info"):  # psycopg
+        return bool(driver.info.transaction_status != driver.info.transaction_status.IDLE)
+    return bool(driver.driver.in_transaction)  # chatledger's inline SQLite connection
 
 
 def _writes(kind: str, statement: str) -> bool:
