@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, event, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, MultipleResultsFound
 
 from chatledger import Ledger
 from chatledger.db.base import table_of
@@ -45,12 +45,16 @@ async def test_rows_are_what_the_session_would_answer(ledger: Ledger) -> None:
     assert prepared._asdict() == dict(through_session._mapping)
     assert prepared.updated_at == at and prepared.updated_at.tzinfo is not None
     assert prepared.settings == {"model": "echo", "n": 1}
+    await _a_run(ledger, "r2")
     async with ledger.database.reading() as session:
         read = (await Prepared(_READ).execute(session, params)).rows
         assert [row._asdict() for row in read] == [
             dict(row._mapping) for row in await session.execute(_READ, params)
         ]
         assert (await Prepared(_READ).execute(session, {**params, "run": "none"})).rows == []
+        every_run = await Prepared(select(_runs.c.id)).execute(session, {})
+        with pytest.raises(MultipleResultsFound):
+            every_run.one_or_none()
 
 
 async def test_an_update_without_values_sets_the_columns_its_parameters_name(

@@ -35,7 +35,7 @@ from typing import Any
 
 from sqlalchemy import Dialect
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -53,11 +53,8 @@ class Written:
 
     def one_or_none(self) -> Any:
         if len(self.rows) > 1:
-            raise ValueError(f"expected at most one row, got {len(self.rows)}")
+            raise MultipleResultsFound(f"expected at most one row, got {len(self.rows)}")
         return self.rows[0] if self.rows else None
-
-    def scalar(self) -> Any:
-        return self.rows[0][0] if self.rows else None
 
 
 class Prepared:
