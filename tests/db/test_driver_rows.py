@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import JSON, Boolean, Integer, Table
+from sqlalchemy.dialects.postgresql.psycopg import PGDialectAsync_psycopg
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 
 from chatledger.db import driver_rows
@@ -55,6 +56,23 @@ def test_every_column_binds_as_sqlalchemy_would(model: Any) -> None:
         ours = driver_rows.values(table, [column.name], rows, DIALECT)
         theirs = [(sqlalchemy_binds(table, column.name, value),) for value in values]
         assert ours == theirs, column.name
+
+
+@pytest.mark.parametrize("model", [Task, Message], ids=["tasks", "messages"])
+def test_one_values_binding_is_sqlalchemys_on_either_database(model: Any) -> None:
+    """`bind_processor`, as prepared statements bind their parameters (db/prepared.py)."""
+    table = table_of(model)
+    for dialect in (DIALECT, PGDialectAsync_psycopg()):
+        for column in table.c:
+            ours = driver_rows.bind_processor(column.type, dialect)
+            theirs = column.type._cached_bind_processor(dialect)
+            for value in samples(column.type):
+                mine = value if ours is None else ours(value)
+                expected = value if theirs is None else theirs(value)
+                assert type(mine) is type(expected), (dialect.name, column.name)
+                # psycopg's JSON wrapper compares by identity: compare what it wraps.
+                unwrapped = getattr(mine, "obj", mine), getattr(expected, "obj", expected)
+                assert unwrapped[0] == unwrapped[1], (dialect.name, column.name, value)
 
 
 def test_rows_keep_column_order_and_share_a_timestamp_converted_once() -> None:

@@ -1,7 +1,7 @@
 """The sessions of db/engine.py are closed when their block ends: directly after a
 transaction that ended, SQLAlchemy's way (in a task of its own) after one that failed.
-Either way every connection is back in the pool. Lookups run outside a transaction on
-PostgreSQL, unless a caller is bound."""
+Either way every connection is back in the pool. Lookups run outside a transaction
+(on PostgreSQL unless a caller is bound)."""
 
 from __future__ import annotations
 
@@ -62,22 +62,27 @@ async def _driver_connection(session: AsyncSession) -> Any:
     return (await connection.get_raw_connection()).driver_connection
 
 
-async def test_a_lookup_runs_outside_a_transaction_on_postgresql(ledger: Ledger) -> None:
-    """chatledger's own lookups (the API key of every request) need no BEGIN and COMMIT
-    on PostgreSQL: each statement runs alone, one round trip. The connection goes back
+def _in_transaction(driver: Any) -> bool:
+    if isinstance(driver, psycopg.AsyncConnection):
+        return bool(driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS)
+    return bool(driver.driver.in_transaction)  # the inline SQLite connection
+
+
+async def test_a_lookup_runs_outside_a_transaction(ledger: Ledger) -> None:
+    """chatledger's own lookups (the API key of every request) need no BEGIN and COMMIT:
+    each statement runs alone (on PostgreSQL one round trip). The connection goes back
     to the pool as it came, so the next transaction is one again."""
     database = ledger.database
     async with database.looking_up() as session:
         assert await session.scalar(text("SELECT 41 + 1")) == 42
-        driver = await _driver_connection(session)
-        if not database.is_sqlite:
-            assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert not _in_transaction(await _driver_connection(session))
     for _ in range(3):  # whichever pooled connection the lookup had
         async with database.transaction() as session:
             await session.execute(text("SELECT 1"))
-            driver = await _driver_connection(session)
-            if not database.is_sqlite:
-                assert driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+            assert _in_transaction(await _driver_connection(session))
+        async with database.reading() as session:
+            await session.execute(text("SELECT 1"))
+            assert _in_transaction(await _driver_connection(session))
     with pytest.raises(Refused):
         async with database.looking_up() as session:
             await session.execute(text("SELECT 1"))
@@ -87,24 +92,23 @@ async def test_a_lookup_runs_outside_a_transaction_on_postgresql(ledger: Ledger)
 
 async def test_a_lookup_with_a_caller_bound_is_behind_their_wall(ledger: Ledger) -> None:
     """Bound before the lookup or inside it: the wall needs a transaction, so there is
-    one. A write transaction opened inside a lookup is a transaction too."""
+    one. A write transaction opened inside a lookup is a transaction too, on either
+    database."""
     database = ledger.database
     caller = Caller("a-project", "a-user")
     wall = text("SELECT current_setting('chatledger.project_id', true)")
     with walls.acting_as(caller):
         async with database.looking_up() as session:
-            if database.is_sqlite:
-                assert await session.scalar(text("SELECT 1")) == 1
-                return
-            assert await session.scalar(wall) == "a-project"
-    async with database.looking_up():
-        with walls.acting_as(caller):
-            async with database.reading() as session:
+            if not database.is_sqlite:
                 assert await session.scalar(wall) == "a-project"
+    async with database.looking_up():
+        if not database.is_sqlite:
+            with walls.acting_as(caller):
+                async with database.reading() as session:
+                    assert await session.scalar(wall) == "a-project"
         async with database.transaction() as session:
             await session.execute(text("SELECT 1"))
-            driver = await _driver_connection(session)
-            assert driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+            assert _in_transaction(await _driver_connection(session))
 
 
 async def test_a_callers_values_reach_the_wall_verbatim(ledger: Ledger) -> None:

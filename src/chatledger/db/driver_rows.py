@@ -78,6 +78,15 @@ def _zipped(
     return list(zip(*bound, strict=True))
 
 
+def bind_processor(column_type: TypeEngine[Any], dialect: Dialect) -> Bind | None:
+    """How the driver takes one value of `column_type`: as the type's own processor
+    would give it, a UTC timestamp on SQLite made text in one call where SQLAlchemy's
+    processors take two (~8 → ~2 µs)."""
+    if dialect.name == "sqlite" and isinstance(column_type, UtcTimeStamp):
+        return _timestamp_text
+    return column_type.dialect_impl(dialect).bind_processor(dialect)
+
+
 class Conversions:
     """Each column's conversion for rows inserted together, into one table or several:
     a timestamp or JSON document met again, in any column of any of them, is converted

@@ -14,8 +14,8 @@ the event loop's own thread, a large transaction's commit on a worker thread
 On PostgreSQL a transaction opened while a caller is bound (`walls.acting_as`) starts
 behind that caller's row-level security wall (see walls.py), in the round trip of its
 BEGIN. chatledger's own lookups (`looking_up()`: the API key of every request) run
-outside a transaction there, each statement its own, so a lookup is one round trip
-instead of three. A pooled connection is
+outside a transaction, each statement its own: on PostgreSQL one round trip instead of
+three, on SQLite no BEGIN and COMMIT around the read. A pooled connection is
 pinged before use only once it has idled (PING_AFTER_IDLE_S); one lost under a
 transaction makes that transaction `Busy`, and the pool replaces the rest.
 """
@@ -58,6 +58,12 @@ SQLITE_PRAGMAS = (
 )
 
 
+# Set while `Database.looking_up()` runs: its statements run alone, with no BEGIN,
+# unless a write transaction is opened inside it, or on PostgreSQL a caller is bound
+# (the wall lives in a transaction).
+_looking_up: ContextVar[bool] = ContextVar("chatledger_looking_up", default=False)
+
+
 def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
     # Statements run on the event loop's thread, not aiosqlite's (see sqlite_inline.py),
     # which also owns waiting for another process that holds the write lock: up to
@@ -77,6 +83,8 @@ def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
+        if _looking_up.get():  # each statement alone (`Database.looking_up()`)
+            return
         # Straight to the inline connection: SQLAlchemy's statement machinery costs more
         # than the BEGIN itself, and every transaction pays it.
         inline: sqlite_inline.InlineConnection = connection.connection.driver_connection
@@ -99,12 +107,6 @@ def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
 
 # A pooled PostgreSQL connection idle for longer than this is pinged before it is used.
 PING_AFTER_IDLE_S = 1.0
-
-
-# Set while `Database.looking_up()` runs: its statements run alone, with no BEGIN,
-# unless a caller is bound (the wall lives in a transaction) or a write transaction is
-# opened inside it.
-_looking_up: ContextVar[bool] = ContextVar("chatledger_looking_up", default=False)
 
 
 def _postgres_engine(url: URL) -> AsyncEngine:
@@ -202,10 +204,10 @@ class Database:
     @contextlib.asynccontextmanager
     async def looking_up(self) -> AsyncIterator[AsyncSession]:
         """A session for chatledger's own reads that need no snapshot of their own (the
-        API-key lookup before every request): on PostgreSQL each statement runs alone,
-        without BEGIN and COMMIT, two round trips of three. With a caller bound it is
-        `reading()`: the wall needs a transaction to live in. A `transaction()` opened
-        inside it is one all the same."""
+        API-key lookup before every request): each statement runs alone, without BEGIN
+        and COMMIT (on PostgreSQL two round trips of three). With a caller bound it is
+        `reading()` on PostgreSQL: the wall needs a transaction to live in. A
+        `transaction()` opened inside it is one all the same."""
         token = _looking_up.set(True)
         try:
             async with self.reading() as session:

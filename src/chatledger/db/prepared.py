@@ -40,6 +40,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from chatledger.db import driver_rows
+
 Process = Callable[[Any], Any]
 
 
@@ -117,7 +119,7 @@ class _Compiled:
             raise ValueError("a prepared statement takes plain binds: no IN lists, no escapes")
         binds: dict[str, Process] = {}
         for name, bind in compiler.binds.items():
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            process = driver_rows.bind_processor(bind.type, dialect)
             if process is not None:
                 binds[name] = process
         columns = list(getattr(statement, "exported_columns", ()))
