@@ -44,7 +44,11 @@ def _insert_or_nothing(dialect: str, table: Table) -> Any:
 def _insert_or_add(
     dialect: str, table: Table, key: tuple[str, ...], increments: tuple[str, ...]
 ) -> Any:
-    stmt = _insert(dialect, table)
+    return _adding(_insert(dialect, table), table, key, increments)
+
+
+def _adding(stmt: Any, table: Table, key: tuple[str, ...], increments: tuple[str, ...]) -> Any:
+    """`stmt`, an INSERT, adding `increments` to the row at `key` when it exists."""
     return stmt.on_conflict_do_update(
         index_elements=list(key),
         set_={name: table.c[name] + stmt.excluded[name] for name in increments},
@@ -113,9 +117,4 @@ def _prepared_insert_or_add(
     dialect: str, table: Table, key: tuple[str, ...], increments: tuple[str, ...]
 ) -> Prepared:
     stmt = _with_binds(dialect, table, (*key, *increments))
-    return Prepared(
-        stmt.on_conflict_do_update(
-            index_elements=list(key),
-            set_={name: table.c[name] + stmt.excluded[name] for name in increments},
-        )
-    )
+    return Prepared(_adding(stmt, table, key, increments))
