@@ -124,6 +124,25 @@ async def test_delay_ms_pauses_before_each_delta() -> None:
     assert time.monotonic() - started >= 4 * 0.020 * 0.9  # lower bound only: CI can be slow
 
 
+async def test_delay_ms_is_a_schedule_a_busy_caller_does_not_shift() -> None:
+    # A remote model's tokens keep coming while its caller is busy; a caller that blocks
+    # for three delays after the first delta then gets the overdue ones back to back.
+    # Each pause measured from the previous delta would end ~0.7 s in; the schedule ~0.4.
+    req = request("one two three", settings={"delay_ms": 100})
+    started = time.monotonic()
+    deltas = 0
+
+    async for event in EchoProvider().stream(req):
+        if isinstance(event, Delta):
+            deltas += 1
+            if deltas == 1:
+                # Blocks the event loop on purpose, as a busy server does.
+                time.sleep(0.3)  # noqa: ASYNC251
+
+    assert deltas == 4
+    assert time.monotonic() - started < 0.55
+
+
 async def test_fail_at_zero_fails_before_any_delta() -> None:
     seen, error = await deltas_until_failure(request("hello there", settings={"fail_at": 0}))
 

@@ -2,7 +2,8 @@
 
 It replies `Echo: <last user message>`, streamed a word at a time, and honours two
 settings that let tests drive the engine through slow and failing streams: `delay_ms`
-(pause before each delta) and `fail_at` (raise a `ProviderError` at that delta index).
+(a delta every that many milliseconds) and `fail_at` (raise a `ProviderError` at that
+delta index).
 """
 
 from __future__ import annotations
@@ -68,9 +69,15 @@ class EchoProvider:
         reply = echo_reply(request.messages)
         words = _WORDS.findall(reply)
         input_tokens = count_input_tokens(request.messages)
+        clock = asyncio.get_running_loop().time
+        started = clock()
         for index, word in enumerate(words):
             if settings.delay_ms:
-                await asyncio.sleep(settings.delay_ms / 1000)
+                # Each delta is due on a fixed schedule from the start, as a remote model's
+                # tokens arrive whatever its caller is doing: a caller busy past one due
+                # time gets the late deltas at once rather than every later one shifted.
+                due = started + (index + 1) * settings.delay_ms / 1000
+                await asyncio.sleep(max(0.0, due - clock()))
             if index == settings.fail_at:
                 raise _injected_failure(index)
             if index == 0:
