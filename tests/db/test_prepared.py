@@ -158,6 +158,60 @@ async def test_a_lost_connection_is_busy_and_replaced(ledger: Ledger) -> None:
         assert (await read.execute(session, params)).rows == []
 
 
+@pytest.mark.parametrize("dialect_name", ["sqlite", "postgresql"])
+def test_parameters_are_what_sqlalchemy_would_send(dialect_name: str) -> None:
+    """The plan made once per statement gives the values SQLAlchemy's own
+    `construct_params` and bind processors give: the caller's by key, the statement's
+    own (a literal, a default, a callable) when the caller names none."""
+    from sqlalchemy import literal
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.exc import InvalidRequestError
+
+    dialect = sqlite.dialect() if dialect_name == "sqlite" else postgresql.psycopg.dialect()
+    statement = (
+        update(_runs)
+        .where(*_THIS_RUN, _runs.c.message_count >= bindparam("at_least", 2))
+        .values(
+            name=bindparam("new_name"),
+            updated_at=bindparam("at", callable_=lambda: datetime(2026, 1, 2, tzinfo=UTC)),
+            settings=bindparam("settings", {"model": "echo"}, type_=_runs.c.settings.type),
+            message_count=_runs.c.message_count + literal(1),
+        )
+        .returning(_runs.c.name)
+    )
+    at = datetime(2026, 12, 4, 11, 30, 15, 123456, tzinfo=UTC)
+    given: list[dict[str, Any]] = [
+        {"in_project": "p", "run": "r", "new_name": "n"},
+        {"in_project": "p", "run": "r", "new_name": "n", "at": at, "at_least": 5},
+        {"in_project": "p", "run": "r", "new_name": None, "settings": {"a": [1, "b"]}},
+    ]
+    prepared = Prepared(statement)
+    for params in given:
+        compiled = prepared._compiled_for(dialect, params)
+        sqlalchemy_compiled = statement.compile(dialect=dialect, column_keys=sorted(params))
+        assert compiled.sql == sqlalchemy_compiled.string
+        expected = sqlalchemy_compiled.construct_params(dict(params))
+        for name, bind in sqlalchemy_compiled.binds.items():
+            process = bind.type._cached_bind_processor(dialect)
+            if process is not None:
+                expected[name] = process(expected[name])
+        ours = compiled.parameters(params)
+        if sqlalchemy_compiled.positional:
+            order = sqlalchemy_compiled.positiontup or []
+            assert _sent(ours) == _sent(tuple(expected[name] for name in order))
+        else:
+            assert _sent(ours) == _sent(expected)
+    missing = prepared._compiled_for(dialect, {"in_project": "p", "run": "r"})
+    with pytest.raises(InvalidRequestError, match="'new_name'"):
+        missing.parameters({"in_project": "p", "run": "r"})
+
+
+def _sent(values: Any) -> Any:
+    """Values as the driver gets them; psycopg's JSON wrappers compare by identity."""
+    items = values.items() if isinstance(values, dict) else enumerate(values)
+    return {key: getattr(value, "obj", value) for key, value in items}
+
+
 def test_only_plain_binds_and_named_columns_are_taken() -> None:
     from sqlalchemy.dialects import sqlite
 

@@ -33,9 +33,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Dialect
+from sqlalchemy import BindParameter, Dialect
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, MultipleResultsFound
+from sqlalchemy.exc import DBAPIError, InvalidRequestError, MultipleResultsFound
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -103,11 +103,20 @@ class Prepared:
 
 
 @dataclass(frozen=True)
+class _Bind:
+    """One bind of a compiled statement: where its value comes from, how it is sent."""
+
+    name: str  # as the SQL names it
+    key: str  # as the caller names it (usually the same)
+    parameter: BindParameter[Any]  # its own value, when the caller gives none
+    process: Process | None  # the dialect's bind processor for its type
+
+
+@dataclass(frozen=True)
 class _Compiled:
     sql: str
-    compiler: SQLCompiler
+    binds: tuple[_Bind, ...]
     positions: tuple[str, ...] | None  # positional paramstyle: the binds' order
-    binds: dict[str, Process]
     returns_rows: bool
     row: Callable[[Sequence[Any]], Any]
 
@@ -115,29 +124,52 @@ class _Compiled:
     def of(cls, statement: ClauseElement, dialect: Dialect, names: list[str]) -> _Compiled:
         compiler = statement.compile(dialect=dialect, column_keys=names)
         assert isinstance(compiler, SQLCompiler)
-        if compiler.escaped_bind_names or any(b.expanding for b in compiler.binds.values()):
-            raise ValueError("a prepared statement takes plain binds: no IN lists, no escapes")
-        binds: dict[str, Process] = {}
-        for name, bind in compiler.binds.items():
-            process = driver_rows.bind_processor(bind.type, dialect)
-            if process is not None:
-                binds[name] = process
+        if (
+            compiler.escaped_bind_names
+            or getattr(compiler, "_collected_params", None)  # values gathered at compile time
+            or any(b.expanding for b in compiler.binds.values())
+        ):
+            raise ValueError(
+                "a prepared statement takes plain binds: no IN lists, escaped names or "
+                "parameters collected at compile time"
+            )
+        binds = tuple(
+            _Bind(
+                name, parameter.key, parameter, driver_rows.bind_processor(parameter.type, dialect)
+            )
+            for parameter, name in compiler.bind_names.items()
+        )
         columns = list(getattr(statement, "exported_columns", ()))
         return cls(
             sql=compiler.string,
-            compiler=compiler,
-            positions=tuple(compiler.positiontup or ()) if compiler.positional else None,
             binds=binds,
+            positions=tuple(compiler.positiontup or ()) if compiler.positional else None,
             returns_rows=bool(columns),
             row=_row_maker(columns, dialect),
         )
 
     def parameters(self, params: Mapping[str, Any]) -> Any:
         """`params` with the statement's own bound values, each as its type binds it,
-        named or in order as the driver takes them."""
-        values = self.compiler.construct_params(dict(params))
-        for name, process in self.binds.items():
-            values[name] = process(values[name])
+        named or in order as the driver takes them.
+
+        What `SQLCompiler.construct_params` does for plain binds, from a plan made once
+        (it walks the compiler's binds and their attributes on every call: ~25 µs of a
+        reply's ~100 µs of parameters)."""
+        values = {}
+        for bind in self.binds:
+            if bind.key in params:
+                value = params[bind.key]
+            elif bind.name in params:
+                value = params[bind.name]
+            elif bind.parameter.required:
+                raise InvalidRequestError(
+                    f"A value is required for bind parameter {bind.key!r}", code="cd3x"
+                )
+            elif bind.parameter.callable:
+                value = bind.parameter.effective_value
+            else:
+                value = bind.parameter.value
+            values[bind.name] = value if bind.process is None else bind.process(value)
         if self.positions is None:
             return values
         return tuple(values[name] for name in self.positions)

@@ -21,7 +21,9 @@ class EventLog:
     def __init__(self) -> None:
         self.events: list[ChatEvent] = []
         self.closed = False
-        self._grew = asyncio.Event()
+        # One future per waiting follower, resolved by the next event: what an
+        # asyncio.Event does, without an Event made per event and a coroutine per wait.
+        self._waiting: list[asyncio.Future[None]] = []
         # Wakes idle followers so they can ping: one timer for the whole log, set again
         # only when it rings. A timeout on every wait made and cancelled a timer per
         # event and follower (~12 µs an event: a third of following a live reply).
@@ -41,9 +43,10 @@ class EventLog:
         self._wake()
 
     def _wake(self) -> None:
-        # Everyone waiting on the old Event wakes; later waiters get a fresh one.
-        grew, self._grew = self._grew, asyncio.Event()
-        grew.set()
+        waiting, self._waiting = self._waiting, []
+        for woken in waiting:
+            if not woken.done():  # a follower cancelled while it waited has gone
+                woken.set_result(None)
 
     def _wake_at(self, when: float) -> None:
         """Wake every follower at loop time `when` at the latest. An alarm set earlier
@@ -75,7 +78,6 @@ class EventLog:
         position = after
         quiet_since = loop.time()
         while True:
-            grew = self._grew
             if position < len(self.events):
                 while position < len(self.events):
                     yield self.events[position]
@@ -90,4 +92,8 @@ class EventLog:
                     quiet_since = loop.time()
                     continue
                 self._wake_at(due)
-            await grew.wait()
+            # Nothing yields between the last look at the log and this wait, so no event
+            # can come unseen in between.
+            woken = loop.create_future()
+            self._waiting.append(woken)
+            await woken

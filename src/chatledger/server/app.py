@@ -33,16 +33,20 @@ from chatledger.variables.router import router as variables_router
 
 log = logging.getLogger(__name__)
 
+# The routes a request is matched against in this order, each one's own check (FastAPI
+# matches an included router's routes twice, ~1 µs a route each time): the writes an app
+# makes all the time come first. No path of one router is a path of another, so the
+# order decides nothing else (tests/fuzz/test_openapi.py walks them all).
 ROUTERS = (
+    chat_router,
+    interactions_router,
+    traces_router,
+    batch_router,
     health.router,
     tenants_router,
     runs_router,
-    traces_router,
     tasks_router,
-    interactions_router,
     usage_router,
-    batch_router,
-    chat_router,
     prompts_router,
     variables_router,
     prices_router,
