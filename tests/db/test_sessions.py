@@ -5,6 +5,7 @@ Either way every connection is back in the pool. Lookups run outside a transacti
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import psycopg
@@ -13,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger import Ledger
-from chatledger.db import walls
+from chatledger.db import engine, walls
 from chatledger.db.engine import Database
 from chatledger.errors import NotFound
 from chatledger.runs import service as runs
@@ -55,6 +56,46 @@ async def test_a_failed_transaction_gives_its_connection_back(ledger: Ledger) ->
     async with database.reading() as session:
         with pytest.raises(NotFound):
             await runs.get(session, ledger.caller, "undone")
+
+
+async def test_a_block_cancelled_waiting_for_the_write_lock_leaves_nothing_held(
+    ledger: Ledger,
+) -> None:
+    """SQLite's write transactions take turns on an in-process lock: one cancelled while
+    it waits for its turn neither takes the lock nor leaves its lookup flag set."""
+    database = ledger.database
+    if not database.is_sqlite:
+        pytest.skip("PostgreSQL's writers take no in-process lock")
+    inside, done = asyncio.Event(), asyncio.Event()
+    looking_up_after: list[bool] = []
+
+    async def hold() -> None:
+        async with database.transaction():
+            inside.set()
+            await done.wait()
+
+    async def wait_in_a_lookup() -> None:
+        async with database.looking_up():
+            try:
+                async with database.transaction():
+                    raise AssertionError("entered while another transaction held the lock")
+            except asyncio.CancelledError:
+                looking_up_after.append(engine._looking_up.get())
+                raise
+
+    holder = asyncio.create_task(hold())
+    await inside.wait()
+    waiter = asyncio.create_task(wait_in_a_lookup())
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    done.set()
+    await holder
+    async with asyncio.timeout(5), database.transaction() as session:
+        await runs.ensure(session, ledger.caller, "after")
+    assert looking_up_after == [True]  # the lookup's flag, as the transaction found it
+    assert checked_out(database) == 0
 
 
 async def _driver_connection(session: AsyncSession) -> Any:
