@@ -262,7 +262,11 @@ class _SessionBlock:
             except BaseException:
                 self._leave()
                 raise
-        self._session = self._maker()
+        try:
+            self._session = self._maker()
+        except BaseException:
+            self._leave(holding_lock=True)
+            raise
         return self._session
 
     async def __aexit__(

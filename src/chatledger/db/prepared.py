@@ -152,9 +152,9 @@ class _Compiled:
         """`params` with the statement's own bound values, each as its type binds it,
         named or in order as the driver takes them.
 
-        What `SQLCompiler.construct_params` does for plain binds, from a plan made once
-        (it walks the compiler's binds and their attributes on every call: ~25 µs of a
-        reply's ~100 µs of parameters)."""
+        What `SQLCompiler.construct_params` does for plain binds, from a plan made once:
+        it walks the compiler's binds and their attributes on every call (a task's end,
+        17 binds: 7.1-7.7 -> 5.7 µs on SQLite, 3.2-3.5 -> 1.8 µs on PostgreSQL)."""
         values = {}
         for bind in self.binds:
             if bind.key in params:
