@@ -40,7 +40,7 @@ PING_INTERVAL_S = 15.0
 
 # Plain JSON needs no encoder walk; `jsonable_encoder` only for what json cannot say
 # itself (a Decimal cost, a datetime). One encoder for every event: `json.dumps` given a
-# `default` makes a new one per call (~2 µs an event).
+# `default` makes a new one per call (1.76 -> 1.05 µs an event with one).
 _JSON = json.JSONEncoder(default=jsonable_encoder)
 
 
