@@ -226,3 +226,33 @@ def test_only_plain_binds_and_named_columns_are_taken() -> None:
 def _new_run(ledger: Ledger, run_id: str) -> Run:
     caller = ledger.caller
     return Run(project_id=caller.project_id, id=run_id, user_id=caller.user_id, name=run_id)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_selects_parameters_set_no_column_of_the_writes_in_its_ctes(
+    ledger: Ledger,
+) -> None:
+    """Parameters name the columns an INSERT or UPDATE without values of its own sets,
+    not those of a write inside a SELECT's CTE (PostgreSQL): a chat turn's record
+    (engine/answered.py) binds `model` for its run, beside a task that has a `model`."""
+    await _a_run(ledger, "r1")
+    renamed = (
+        update(_runs)
+        .where(*_THIS_RUN)
+        .values(name=bindparam("new_name"))
+        .returning(_runs.c.name)
+        .cte("renamed")
+    )
+    params = {"in_project": ledger.caller.project_id, "run": "r1", "new_name": "n"}
+    async with ledger.database.transaction() as session:
+        named = (await Prepared(select(renamed.c.name)).execute(session, params)).one_or_none()
+        with_a_column_named = {**params, "settings": {"model": "other"}, "user_id": "else"}
+        await Prepared(select(renamed.c.name)).execute(session, with_a_column_named)
+    assert named.name == "n"
+    async with ledger.database.reading() as session:
+        run = await session.get_one(Run, (ledger.caller.project_id, "r1"))
+    assert (run.name, run.settings, run.user_id) == (
+        "n",
+        {"model": "echo", "n": 1},
+        ledger.caller.user_id,
+    )

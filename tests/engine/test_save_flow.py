@@ -24,7 +24,7 @@ from chatledger.engine.chat import Turn
 from chatledger.engine.events import ChatEvent
 from chatledger.engine.progress import ProgressWriter
 from chatledger.messages.models import Message
-from chatledger.providers import ChatMessage, Delta, Finished, ModelRequest, StreamEvent, registry
+from chatledger.providers import ChatMessage, Delta, Finished, ModelRequest, StreamEvent
 from chatledger.providers.base import estimate_tokens
 from chatledger.providers.echo import count_input_tokens
 from chatledger.runs.models import Run
@@ -33,6 +33,7 @@ from chatledger.tasks import service as tasks
 from chatledger.tasks.models import Task
 from chatledger.tokens import TokenUsage
 from chatledger.usage.models import UsageDaily
+from tests.registered import registered
 
 T = TypeVar("T")
 
@@ -137,13 +138,8 @@ class ProbeProvider:
 
 @pytest.fixture
 def probe(ledger: Ledger) -> Iterator[ProbeProvider]:
-    provider = ProbeProvider(ledger)
-    registry.register("probe", lambda: provider)
-    try:
+    with registered("probe", ProbeProvider(ledger)) as provider:
         yield provider
-    finally:
-        registry._FACTORIES.pop("probe", None)
-        registry._INSTANCES.pop("probe", None)
 
 
 # -- step 1: the run, named from the first message ----------------------------------------

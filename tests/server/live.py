@@ -17,10 +17,11 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from chatledger.providers import Delta, ModelRequest, StreamEvent, registry
+from chatledger.providers import Delta, ModelRequest, StreamEvent
 from chatledger.providers.base import Finished, estimate_tokens
 from chatledger.providers.echo import count_input_tokens, echo_reply
 from chatledger.tokens import TokenUsage
+from tests.registered import registered
 
 STARTUP_TIMEOUT_S = 30
 
@@ -97,10 +98,5 @@ class GatedProvider:
 @contextlib.contextmanager
 def gated_provider() -> Iterator[GatedProvider]:
     """`gated/<any>` models answered by a fresh GatedProvider, for one test."""
-    provider = GatedProvider()
-    registry.register("gated", lambda: provider)
-    try:
+    with registered("gated", GatedProvider()) as provider:
         yield provider
-    finally:
-        registry._FACTORIES.pop("gated", None)
-        registry._INSTANCES.pop("gated", None)

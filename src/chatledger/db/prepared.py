@@ -39,6 +39,7 @@ from sqlalchemy.exc import DBAPIError, InvalidRequestError, MultipleResultsFound
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import ValuesBase
 
 from chatledger.db import driver_rows
 
@@ -122,7 +123,11 @@ class _Compiled:
 
     @classmethod
     def of(cls, statement: ClauseElement, dialect: Dialect, names: list[str]) -> _Compiled:
-        compiler = statement.compile(dialect=dialect, column_keys=names)
+        # Parameter names set columns of an INSERT or UPDATE given no values of its own,
+        # as in `session.execute`. Not of a SELECT: SQLAlchemy would hand them on to the
+        # writes of its CTEs, which would then set any column a parameter is named after.
+        keys = names if isinstance(statement, ValuesBase) else None
+        compiler = statement.compile(dialect=dialect, column_keys=keys)
         assert isinstance(compiler, SQLCompiler)
         if (
             compiler.escaped_bind_names

@@ -44,10 +44,10 @@ def _insert_or_nothing(dialect: str, table: Table) -> Any:
 def _insert_or_add(
     dialect: str, table: Table, key: tuple[str, ...], increments: tuple[str, ...]
 ) -> Any:
-    return _adding(_insert(dialect, table), table, key, increments)
+    return adding(_insert(dialect, table), table, key, increments)
 
 
-def _adding(stmt: Any, table: Table, key: tuple[str, ...], increments: tuple[str, ...]) -> Any:
+def adding(stmt: Any, table: Table, key: tuple[str, ...], increments: tuple[str, ...]) -> Any:
     """`stmt`, an INSERT, adding `increments` to the row at `key` when it exists."""
     return stmt.on_conflict_do_update(
         index_elements=list(key),
@@ -117,4 +117,4 @@ def _prepared_insert_or_add(
     dialect: str, table: Table, key: tuple[str, ...], increments: tuple[str, ...]
 ) -> Prepared:
     stmt = _with_binds(dialect, table, (*key, *increments))
-    return Prepared(_adding(stmt, table, key, increments))
+    return Prepared(adding(stmt, table, key, increments))

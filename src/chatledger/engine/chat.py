@@ -29,13 +29,13 @@ from chatledger import pricing
 from chatledger.config import Settings
 from chatledger.db.engine import Database
 from chatledger.db.types import utcnow
+from chatledger.engine import answered
 from chatledger.engine import usage as turn_usage
 from chatledger.engine.events import ChatEvent, EventLog
 from chatledger.engine.planning import TurnPlanner
 from chatledger.engine.progress import Progress, ProgressWriter
 from chatledger.engine.turn import ChatRequest, TurnPlan, TurnResult
 from chatledger.errors import Conflict, InvalidInput, ProviderError
-from chatledger.ids import new_id
 from chatledger.messages import service as messages
 from chatledger.messages.models import Message
 from chatledger.providers import (
@@ -241,26 +241,16 @@ class ChatEngine:
             total_ms=got.elapsed_ms(),
             completed_at=at,
         )
+        reply = messages.NewMessage(
+            role="assistant",
+            content=text,
+            task_id=plan.task_id,
+            parent_id=plan.user_message_id,
+            metadata={"model": plan.model},
+            created_at=at,
+        )
         async with self.database.transaction() as session:
-            ended = await _end(session, caller, plan, outcome, reply=text)
-            task = ended.task
-            reply = messages.NewMessage(
-                role="assistant",
-                content=text,
-                task_id=task.id,
-                parent_id=plan.user_message_id,
-                metadata={"model": task.model},
-                created_at=at,
-            )
-            if ended.reply_seq is None:  # ended elsewhere meanwhile: count it in apart
-                assistant_id = await messages.add_reply(
-                    session, plan.project_id, plan.run_id, reply
-                )
-            else:  # counted in with the task's usage: just its row (a new id: no clash)
-                assistant_id = new_id()
-                await messages.insert(
-                    session, plan.project_id, plan.run_id, ended.reply_seq, assistant_id, reply, at
-                )
+            task, assistant_id = await answered.record(session, caller, plan, outcome, reply)
             if not plan.new_message:  # a retried message may say its last reply failed
                 await messages.mark_answered(session, plan.project_id, plan.user_message_id)
         log.emit("usage", usage_event(task))
@@ -304,7 +294,7 @@ class ChatEngine:
             total_ms=got.elapsed_ms(),
         )
         async with self.database.transaction() as session:
-            task = (await _end(session, caller, plan, outcome)).task
+            task = await _end(session, caller, plan, outcome)
             await _mark_failed(session, plan, error)
         log.emit("error", error)
         log.close()
@@ -324,19 +314,14 @@ class ChatEngine:
 
 
 async def _end(
-    session: AsyncSession,
-    caller: Caller,
-    plan: TurnPlan,
-    outcome: tasks.Outcome,
-    *,
-    reply: str | None = None,
-) -> tasks.Ended:
+    session: AsyncSession, caller: Caller, plan: TurnPlan, outcome: tasks.Outcome
+) -> Task:
     """End the turn's task: straight to the guarded UPDATE, the turn knowing its task."""
-    ended = await tasks.end(session, plan.task, outcome, reply=reply)
+    ended = await tasks.end(session, plan.task, outcome)
     if ended is None:  # ended meanwhile elsewhere: answered as a replay (or its conflict)
         task, _ = await tasks.finish(session, caller, plan.task_id, outcome)
-        return tasks.Ended(task)
-    return ended
+        return task
+    return ended.task
 
 
 async def _mark_failed(session: AsyncSession, plan: TurnPlan, error: dict[str, Any]) -> None:

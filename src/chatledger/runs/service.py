@@ -271,8 +271,9 @@ _usage_columns = (
 _ADD_TASK_USAGE = Prepared(
     update(_runs).where(*_this_run).values(**_task_usage).returning(*_usage_columns)
 )
-# The same, and the task's reply counted in as the run's next message (a chat turn's end).
-_ADD_TASK_USAGE_AND_REPLY = Prepared(
+# The same, and the task's reply counted in as the run's next message (a chat turn's end;
+# engine/answered.py runs it inside the turn's one statement on PostgreSQL).
+COUNT_TASK_AND_REPLY = (
     update(_runs)
     .where(*_this_run)
     .values(
@@ -281,8 +282,8 @@ _ADD_TASK_USAGE_AND_REPLY = Prepared(
         last_message_at=_latest(_runs.c.last_message_at, _at),
         last_message_preview=bindparam("preview"),
     )
-    .returning(*_usage_columns, *_counts)
 )
+_ADD_TASK_USAGE_AND_REPLY = Prepared(COUNT_TASK_AND_REPLY.returning(*_usage_columns, *_counts))
 
 
 async def count_message(
@@ -311,35 +312,42 @@ def _preview(content: str) -> str:
     return content[:PREVIEW_LENGTH]
 
 
-async def add_task_usage(
-    session: AsyncSession,
-    project_id: str,
-    run_id: str,
-    *,
-    completed: bool,
-    tokens: int,
-    cost_nano: int | None,
-    model: str,
-    at: datetime,
-    reply: str | None = None,
-) -> int | None:
-    """Count a task that just reached a terminal state into its run, once; and with
-    `reply`, its reply as the run's next message in the same statement, whose position
+@dataclass(frozen=True)
+class EndedTask:
+    """A task that just reached a terminal state, as its run counts it; with `reply`,
+    the task's answer, counted in as the run's next message."""
+
+    project_id: str
+    run_id: str
+    completed: bool
+    tokens: int
+    cost_nano: int | None
+    model: str
+    at: datetime
+    reply: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The parameters of `add_task_usage`'s statements and `COUNT_TASK_AND_REPLY`."""
+        params = {
+            "in_project": self.project_id,
+            "run": self.run_id,
+            "completed": 1 if self.completed else 0,
+            "tokens": self.tokens,
+            "cost_nano": self.cost_nano or 0,
+            "model": self.model,
+            "at": self.at,
+        }
+        return params if self.reply is None else {**params, **_counted(self.reply, self.at)}
+
+
+async def add_task_usage(session: AsyncSession, ended: EndedTask) -> int | None:
+    """Count a task that just reached a terminal state into its run, once; and with a
+    reply, the reply as the run's next message in the same statement, whose position
     (seq) it returns."""
-    params = {
-        "in_project": project_id,
-        "run": run_id,
-        "completed": 1 if completed else 0,
-        "tokens": tokens,
-        "cost_nano": cost_nano or 0,
-        "model": model,
-        "at": at,
-    }
-    stmt = _ADD_TASK_USAGE
-    if reply is not None:
-        stmt, params = _ADD_TASK_USAGE_AND_REPLY, {**params, **_counted(reply, at)}
+    params = ended.params()
+    stmt = _ADD_TASK_USAGE if ended.reply is None else _ADD_TASK_USAGE_AND_REPLY
     written = (await stmt.execute(session, params)).one_or_none()
     if written is None:
         return None
-    refresh_if_loaded(session, Run, (project_id, run_id), written._asdict())
-    return written.message_count if reply is not None else None
+    refresh_if_loaded(session, Run, (ended.project_id, ended.run_id), written._asdict())
+    return written.message_count if ended.reply is not None else None

@@ -227,15 +227,17 @@ _LIVE_LITERALS = ", ".join(f"'{status}'" for status in LIVE)
 # guard's parameters are named apart from them, its statuses written in (an IN list of
 # parameters would be expanded on every call).
 _tasks = table_of(Task)
-_live_task = (
+# The guard of every terminal transition: the task named by `in_project` and `task`,
+# while it has not ended.
+UNENDED = (
     _tasks.c.project_id == bindparam("in_project"),
     _tasks.c.id == bindparam("task"),
     _tasks.c.status.not_in([literal_column(f"'{status}'") for status in TERMINAL]),
 )
-_END = Prepared(update(_tasks).where(*_live_task).returning(*_tasks.c))
+_END = Prepared(update(_tasks).where(*UNENDED).returning(*_tasks.c))
 _END_IF_SILENT = Prepared(
     update(_tasks)
-    .where(*_live_task, _tasks.c.heartbeat_at < bindparam("silent_since", type_=UtcTimeStamp()))
+    .where(*UNENDED, _tasks.c.heartbeat_at < bindparam("silent_since", type_=UtcTimeStamp()))
     .returning(*_tasks.c)
 )
 
@@ -320,22 +322,9 @@ class LiveTask(Protocol):
     def model(self) -> str: ...
 
 
-@dataclass(frozen=True)
-class Ended:
-    task: Task
-    reply_seq: int | None = None  # the reply's position in its run, when `end` counted it
-
-
-async def end(
-    session: AsyncSession, task: LiveTask, outcome: Outcome, *, reply: str | None = None
-) -> Ended | None:
-    """The terminal transition itself: one guarded UPDATE, and the run's aggregates and
-    daily usage moved in the same transaction only when it changed the row. None when
-    the guard matched nothing (the task had ended, or is gone); the caller, who knows
-    how it read the task, says what that means.
-
-    With `reply` (the task's answer, about to be stored as a message) the run counts it
-    in the same UPDATE as the task's usage, and the message's position comes back."""
+async def ending(session: AsyncSession, task: LiveTask, outcome: Outcome) -> dict[str, Any]:
+    """The columns a terminal transition writes, by name: the outcome's, the task priced
+    here unless the outcome says what it cost."""
     _check_terminal(outcome)
     at = outcome.completed_at or utcnow()
     tokens = outcome.usage or TokenUsage()
@@ -355,7 +344,26 @@ async def end(
     else:
         price = await prices.price(session, task.project_id, task.provider, task.model, tokens, at)
         values["cost_nano"], values["price_source"] = price.cost_nano, price.source
+    return values
 
+
+@dataclass(frozen=True)
+class Ended:
+    task: Task
+    reply_seq: int | None = None  # the reply's position in its run, when `end` counted it
+
+
+async def end(
+    session: AsyncSession, task: LiveTask, outcome: Outcome, *, reply: str | None = None
+) -> Ended | None:
+    """The terminal transition itself: one guarded UPDATE, and the run's aggregates and
+    daily usage moved in the same transaction only when it changed the row. None when
+    the guard matched nothing (the task had ended, or is gone); the caller, who knows
+    how it read the task, says what that means.
+
+    With `reply` (the task's answer, about to be stored as a message) the run counts it
+    in the same UPDATE as the task's usage, and the message's position comes back."""
+    values = await ending(session, task, outcome)
     guarded, where = _END, dict[str, Any](in_project=task.project_id, task=task.id)
     if outcome.silent_since is not None:
         guarded, where["silent_since"] = _END_IF_SILENT, outcome.silent_since
@@ -364,17 +372,17 @@ async def end(
         return None
     # A copy of the task this session loaded (`finish` read it) now shows it ended.
     ended = as_loaded(session, Task, (task.project_id, task.id), row._asdict())
-    reply_seq = await runs.add_task_usage(
-        session,
+    counted = runs.EndedTask(
         ended.project_id,
         ended.run_id,
         completed=ended.status == "completed",
         tokens=ended.total_tokens,
         cost_nano=ended.cost_nano,
         model=ended.model,
-        at=at,
+        at=values["completed_at"],
         reply=reply,
     )
+    reply_seq = await runs.add_task_usage(session, counted)
     await usage.count_task(session, ended)
     return Ended(ended, reply_seq)
 

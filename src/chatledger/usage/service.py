@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatledger.db.upsert import add_to_counters
 from chatledger.tasks.models import TERMINAL, Task
 from chatledger.tenants.caller import Caller
+from chatledger.tokens import TokenUsage
 from chatledger.usage.models import ProjectUsageDaily, UsageDaily
 
 FAILED = ("failed", "interrupted")
@@ -29,16 +30,22 @@ KEY = ("project_id", "user_id", "day", "model")
 GROUPINGS = {"model": ("model",), "user": ("user_id",), None: ("user_id", "model")}
 
 
-def _increments(task: Task, sign: int = 1) -> dict[str, int]:
+def increments(status: str, tokens: TokenUsage, cost_nano: int | None) -> dict[str, int]:
+    """What an ended task adds to its usage row: COUNTERS, by name."""
     return {
-        "requests": sign,
-        "failed_requests": sign * (task.status in FAILED),
-        "input_tokens": sign * task.input_tokens,
-        "output_tokens": sign * task.output_tokens,
-        "cached_tokens": sign * task.cached_tokens,
-        "reasoning_tokens": sign * task.reasoning_tokens,
-        "cost_nano": sign * (task.cost_nano or 0),
+        "requests": 1,
+        "failed_requests": int(status in FAILED),
+        "input_tokens": tokens.input_tokens,
+        "output_tokens": tokens.output_tokens,
+        "cached_tokens": tokens.cached_tokens,
+        "reasoning_tokens": tokens.reasoning_tokens,
+        "cost_nano": cost_nano or 0,
     }
+
+
+def _increments(task: Task, sign: int = 1) -> dict[str, int]:
+    counted = increments(task.status, task.tokens, task.cost_nano)
+    return {name: sign * n for name, n in counted.items()}
 
 
 def _key(task: Task) -> tuple[Any, ...]:

@@ -1,0 +1,199 @@
+"""The record of a chat turn that answered (the save flow's step 3, engine/chat.py): its
+task ended exactly once, counted into its run and the day's usage, and its reply stored
+as the run's next message, all in one transaction.
+
+On SQLite that is four statements, each a call into the library (`tasks.end`, then the
+reply's row). On PostgreSQL each statement is a round trip, and a round trip costs this
+process ~200 µs of CPU (docs/benchmarks.md); there it is one statement, each write a
+data-modifying CTE:
+
+    ended    UPDATE tasks … WHERE (the guard: not yet ended) RETURNING tasks.*
+    counted  UPDATE runs … FROM ended           (the run's aggregates, the reply's seq)
+    used     INSERT INTO usage_daily … SELECT … FROM ended, counted ON CONFLICT … add
+    reply    INSERT INTO messages … SELECT … FROM counted, used
+
+PostgreSQL promises no order between a WITH's sub-statements; here each one reads the
+rows of the one before it, so it has nothing to write until that one has written: the
+task, the run, the usage row and the message are taken in that order, the order in
+which `tasks.end` and every other path that writes a run and usage take them (so that
+concurrent turns and batches never deadlock). When the guard matches nothing, `ended`
+is empty and so is every write after it: nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, true, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import bindparam
+
+from chatledger.db.base import table_of
+from chatledger.db.loaded import as_loaded
+from chatledger.db.prepared import Prepared
+from chatledger.db.upsert import adding
+from chatledger.engine.turn import TurnPlan
+from chatledger.ids import new_id
+from chatledger.messages import service as messages
+from chatledger.messages.models import Message
+from chatledger.runs import service as runs
+from chatledger.runs.models import Run
+from chatledger.tasks import service as tasks
+from chatledger.tasks.models import Task
+from chatledger.tenants.caller import Caller
+from chatledger.tokens import TokenUsage
+from chatledger.usage import service as usage
+from chatledger.usage.models import UsageDaily
+
+_tasks, _runs, _usage, _messages = (table_of(m) for m in (Task, Run, UsageDaily, Message))
+# What the terminal transition sets, each bound apart from the column's own name (an
+# UPDATE reserves those), and what the reply's row takes from this turn.
+_ENDED_COLUMNS = (
+    *("status", "error", "response_text", "ttft_ms", "total_ms", "updated_at", "completed_at"),
+    *("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cache_write_tokens"),
+    *("usage_estimated", "cost_nano", "price_source"),
+)
+_REPLY_COLUMNS = (
+    *("project_id", "id", "run_id", "parent_id", "role", "content", "status", "error"),
+    *("task_id", "metadata", "created_at", "updated_at"),
+)
+
+
+def _one_statement() -> Prepared:
+    ended = (
+        update(_tasks)
+        .where(*tasks.UNENDED)
+        .values(
+            {name: bindparam(f"set_{name}", type_=_tasks.c[name].type) for name in _ENDED_COLUMNS}
+        )
+        .returning(*_tasks.c)
+        .cte("ended")
+    )
+    counted = (
+        runs.COUNT_TASK_AND_REPLY.where(_runs.c.id == ended.c.run_id)
+        .returning(_runs.c.message_count)
+        .cte("counted")
+    )
+    usage_row = select(
+        ended.c.project_id,
+        ended.c.user_id,
+        bindparam("day", type_=_usage.c.day.type),
+        ended.c.model,
+        *(bindparam(f"add_{name}", type_=_usage.c[name].type) for name in usage.COUNTERS),
+    ).select_from(ended.join(counted, true()))
+    used = (
+        adding(
+            postgresql.insert(_usage).from_select([*usage.KEY, *usage.COUNTERS], usage_row),
+            _usage,
+            usage.KEY,
+            usage.COUNTERS,
+        )
+        .returning(_usage.c.day)
+        .cte("used")
+    )
+    reply_row = select(
+        *(bindparam(f"reply_{name}", type_=_messages.c[name].type) for name in _REPLY_COLUMNS),
+        counted.c.message_count,
+    ).select_from(counted.join(used, true()))
+    reply = (
+        postgresql.insert(_messages)
+        .from_select([*_REPLY_COLUMNS, "seq"], reply_row)
+        .on_conflict_do_nothing()
+        .returning(_messages.c.id)
+        .cte("reply")
+    )
+    return Prepared(
+        select(*ended.c, counted.c.message_count.label("reply_seq"))
+        .select_from(ended.join(counted, true()))
+        .add_cte(reply)
+    )
+
+
+_ANSWERED = _one_statement()
+
+
+async def record(
+    session: AsyncSession,
+    caller: Caller,
+    plan: TurnPlan,
+    outcome: tasks.Outcome,
+    reply: messages.NewMessage,
+) -> tuple[Task, str]:
+    """End the turn's task with `outcome` (completed) and store `reply`, its answer, as
+    the run's next message: the ended task and the reply's id.
+
+    A task ended meanwhile elsewhere (cancelled through the API) is answered as a
+    replay or its conflict (`tasks.finish`), and the reply is counted in apart."""
+    if session.get_bind().dialect.name == "postgresql":
+        ended = await _in_one_statement(session, plan, outcome, reply)
+    else:
+        ended = await _statement_by_statement(session, plan, outcome, reply)
+    if ended is not None:
+        return ended
+    task, _ = await tasks.finish(session, caller, plan.task_id, outcome)
+    return task, await messages.add_reply(session, plan.project_id, plan.run_id, reply)
+
+
+async def _statement_by_statement(
+    session: AsyncSession, plan: TurnPlan, outcome: tasks.Outcome, reply: messages.NewMessage
+) -> tuple[Task, str] | None:
+    ended = await tasks.end(session, plan.task, outcome, reply=reply.content)
+    if ended is None:
+        return None
+    if ended.reply_seq is None:  # its run did not count it (gone): as `add_reply` answers
+        return ended.task, await messages.add_reply(session, plan.project_id, plan.run_id, reply)
+    reply_id = new_id()  # counted in with the task's usage: just its row (a new id: no clash)
+    at = ended.task.completed_at
+    assert at is not None, "an ended task has its time"
+    await messages.insert(
+        session, plan.project_id, plan.run_id, ended.reply_seq, reply_id, reply, at
+    )
+    return ended.task, reply_id
+
+
+async def _in_one_statement(
+    session: AsyncSession, plan: TurnPlan, outcome: tasks.Outcome, reply: messages.NewMessage
+) -> tuple[Task, str] | None:
+    values = await tasks.ending(session, plan.task, outcome)
+    at = values["completed_at"]
+    tokens = outcome.usage or TokenUsage()
+    reply_id = new_id()
+    row = {
+        "project_id": plan.project_id,
+        "id": reply_id,
+        "run_id": plan.run_id,
+        "parent_id": reply.parent_id,
+        "role": reply.role,
+        "content": reply.content,
+        "status": reply.status,
+        "error": reply.error,
+        "task_id": reply.task_id,
+        "metadata": reply.metadata,
+        "created_at": at,
+        "updated_at": at,
+    }
+    counted = usage.increments(outcome.status, tokens, values["cost_nano"])
+    params: dict[str, Any] = {
+        "task": plan.task_id,
+        **{f"set_{name}": values[name] for name in _ENDED_COLUMNS},
+        **runs.EndedTask(
+            plan.project_id,
+            plan.run_id,
+            completed=outcome.status == "completed",
+            tokens=tokens.input_tokens + tokens.output_tokens,
+            cost_nano=values["cost_nano"],
+            model=plan.model,
+            at=at,
+            reply=reply.content,
+        ).params(),
+        "day": at.date(),
+        **{f"add_{name}": n for name, n in counted.items()},
+        **{f"reply_{name}": value for name, value in row.items()},
+    }
+    written = (await _ANSWERED.execute(session, params)).one_or_none()
+    if written is None:
+        return None
+    task_row = written._asdict()
+    del task_row["reply_seq"]
+    return as_loaded(session, Task, (plan.project_id, plan.task_id), task_row), reply_id
