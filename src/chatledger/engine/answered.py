@@ -54,10 +54,7 @@ _ENDED_COLUMNS = (
     *("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cache_write_tokens"),
     *("usage_estimated", "cost_nano", "price_source"),
 )
-_REPLY_COLUMNS = (
-    *("project_id", "id", "run_id", "parent_id", "role", "content", "status", "error"),
-    *("task_id", "metadata", "created_at", "updated_at"),
-)
+_REPLY_COLUMNS = tuple(c.name for c in _messages.c if c.name != "seq")
 
 
 def _one_statement() -> Prepared:
@@ -159,20 +156,8 @@ async def _in_one_statement(
     at = values["completed_at"]
     tokens = outcome.usage or TokenUsage()
     reply_id = new_id()
-    row = {
-        "project_id": plan.project_id,
-        "id": reply_id,
-        "run_id": plan.run_id,
-        "parent_id": reply.parent_id,
-        "role": reply.role,
-        "content": reply.content,
-        "status": reply.status,
-        "error": reply.error,
-        "task_id": reply.task_id,
-        "metadata": reply.metadata,
-        "created_at": at,
-        "updated_at": at,
-    }
+    row = messages.row(plan.project_id, plan.run_id, 0, reply_id, reply, at)
+    del row["seq"]  # the run's count, which the statement takes as it counts the reply in
     counted = usage.increments(outcome.status, tokens, values["cost_nano"])
     params: dict[str, Any] = {
         "task": plan.task_id,

@@ -1,9 +1,10 @@
 """Step 1 of the save flow (engine/chat.py): everything before the model is called, in
 the caller's transaction. A new message: the run counted in (or created, named from the
-message), the task created, the user message stored, the conversation read for the
-model. A retry: the stored user message answered again by a new task attempt. Bad input
-(an unknown model or prompt, a bad setting, a taken id) is refused here, and the
-transaction takes back whatever was written before it."""
+message), then the task created, the user message stored and the conversation read for
+the model (engine/asked.py: one statement on PostgreSQL). A retry: the stored user
+message answered again by a new task attempt. Bad input (an unknown model or prompt, a
+bad setting, a taken id) is refused here, and the transaction takes back whatever was
+written before it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger.config import Settings
 from chatledger.db.types import utcnow
+from chatledger.engine import asked
 from chatledger.engine.turn import ChatRequest, TurnPlan
 from chatledger.errors import Conflict, InvalidInput
 from chatledger.ids import checked_id
@@ -59,19 +61,24 @@ class TurnPlanner:
         )
         message_id = checked_id(req.message_id, "message.id")
         # A message id made just now cannot have been named by any task yet.
-        task = await self._create_task(
+        task, task_row = await self._new_task(
             session, caller, run_opened, req, message_id, first_attempt=req.message_id is None
         )
         message = messages.NewMessage(role="user", content=req.content, task_id=task.id)
-        if not await messages.insert(
-            session, run_opened.project_id, run_opened.id, run_opened.seq, message_id, message, at
-        ):
+        message_row = messages.row(
+            run_opened.project_id, run_opened.id, run_opened.seq, message_id, message, at
+        )
+        # A new run without a prompt holds just this message: nothing to read.
+        read_earlier = not run_opened.created or prompt is not None
+        stored = await asked.store(session, task_row, message_row, read_earlier=read_earlier)
+        if not stored.task_created:
+            raise Conflict(f"task {task.id!r} already exists", id=task.id)
+        if not stored.message_created:
             # Sent twice at once: the other request stored it (and answers it).
             raise Conflict(f"message {message_id!r} already exists", id=message_id)
-        if run_opened.created and prompt is None:
-            history = [ChatMessage("user", req.content)]  # a new run holds just this
-        else:
-            history = await self._history(session, run_opened.project_id, run_opened.id, message_id)
+        # Messages whose exchange failed are not part of the conversation.
+        history = [ChatMessage(m.role, m.content) for m in stored.earlier if m.status == "complete"]
+        history.append(ChatMessage("user", req.content))
         return self._plan(
             run_opened, run_opened.created or created_with_prompt, task, message_id, True, history
         )
@@ -89,13 +96,15 @@ class TurnPlanner:
             if not attempt.is_terminal:
                 raise Conflict(f"message {message.id!r} is being answered", task_id=attempt.id)
         req = req or ChatRequest(content=message.content)
-        task = await self._create_task(session, caller, run, req, message.id)
+        task, row = await self._new_task(session, caller, run, req, message.id)
+        if not await tasks.insert_row(session, row):
+            raise Conflict(f"task {task.id!r} already exists", id=task.id)
         message.task_id = task.id
         await messages.set_outcome(session, message, "complete", None)
         history = await self._history(session, run.project_id, run.id, message.id)
         return self._plan(run, False, task, message.id, False, history)
 
-    async def _create_task(
+    async def _new_task(
         self,
         session: AsyncSession,
         caller: Caller,
@@ -104,14 +113,15 @@ class TurnPlanner:
         message_id: str,
         *,
         first_attempt: bool = False,
-    ) -> _NewTask:
+    ) -> tuple[_NewTask, dict[str, Any]]:
+        """The task that will answer `message_id`, and its row, for the caller to insert."""
         model_string = req.model or run.settings.get("model") or self._settings.default_model
         provider, model = self._providers.resolve(model_string)
         settings = {**run.settings, **req.settings}
         settings.pop("model", None)
         provider.check_settings(settings)
         task_id = checked_id(req.task_id, "id")
-        created, attempt = await tasks.insert(
+        row = await tasks.new_row(
             session,
             run,
             tasks.NewTask(
@@ -126,9 +136,7 @@ class TurnPlanner:
             task_id,
             first_attempt=first_attempt,
         )
-        if not created:
-            raise Conflict(f"task {task_id!r} already exists", id=task_id)
-        return _NewTask(task_id, attempt, model_string, settings)
+        return _NewTask(task_id, row["attempt"], model_string, settings), row
 
     @staticmethod
     async def _history(

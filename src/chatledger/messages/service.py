@@ -90,24 +90,29 @@ async def insert(
     """Insert a message's row at `seq` (counted into its run by the caller) unless its
     id exists; True when this call inserted it."""
     return await insert_if_absent(
-        session,
-        Message,
-        {
-            "project_id": project_id,
-            "id": message_id,
-            "run_id": run_id,
-            "seq": seq,
-            "parent_id": new.parent_id,
-            "role": new.role,
-            "content": new.content,
-            "status": new.status,
-            "error": new.error,
-            "task_id": new.task_id,
-            "metadata": new.metadata,
-            "created_at": at,
-            "updated_at": at,
-        },
+        session, Message, row(project_id, run_id, seq, message_id, new, at)
     )
+
+
+def row(
+    project_id: str, run_id: str, seq: int, message_id: str, new: NewMessage, at: datetime
+) -> dict[str, Any]:
+    """A new message's row at `seq`, by column name."""
+    return {
+        "project_id": project_id,
+        "id": message_id,
+        "run_id": run_id,
+        "seq": seq,
+        "parent_id": new.parent_id,
+        "role": new.role,
+        "content": new.content,
+        "status": new.status,
+        "error": new.error,
+        "task_id": new.task_id,
+        "metadata": new.metadata,
+        "created_at": at,
+        "updated_at": at,
+    }
 
 
 async def add_reply(session: AsyncSession, project_id: str, run_id: str, new: NewMessage) -> str:

@@ -121,7 +121,7 @@ async def create(
     task_id = checked_id(new.id, "id")
     if run is None or run.id != new.run_id:
         run, _ = await runs.ensure(session, caller, new.run_id)
-    created, _ = await insert(session, run, new, task_id)
+    created = await insert_row(session, await new_row(session, run, new, task_id))
     task = await get(session, caller, task_id)
     if not created and task.run_id != run.id:
         raise Conflict(f"task {task_id!r} belongs to another run", id=task_id)
@@ -139,17 +139,23 @@ class RunOfTask(Protocol):
     def user_id(self) -> str: ...
 
 
-async def insert(
+async def insert_row(session: AsyncSession, row: dict[str, Any]) -> bool:
+    """Insert a task's row (`new_row`'s) unless its id exists; True when this call did."""
+    return await insert_if_absent(session, Task, row)
+
+
+async def new_row(
     session: AsyncSession,
     run: RunOfTask,
     new: NewTask,
     task_id: str,
     *,
     first_attempt: bool = False,
-) -> tuple[bool, int]:
-    """Insert a task's row, `pending`, unless its id exists: True when this call inserted
-    it, and its attempt number. `first_attempt` says that no task can name the user
-    message yet (its id was made just now), so there is nothing to count."""
+) -> dict[str, Any]:
+    """A new task's row, `pending`, by column name, its attempt numbered. Attempts of a
+    message are counted under a lock held until commit (`_serialize_attempts`), so the
+    row is for this transaction to insert. `first_attempt` says that no task can name
+    the user message yet (its id was made just now), so there is nothing to count."""
     if not new.model:
         raise InvalidInput("model", "is required")
     attempt = 1
@@ -165,35 +171,30 @@ async def insert(
         )
         attempt = (previous or 0) + 1
     now = utcnow()
-    created = await insert_if_absent(
-        session,
-        Task,
-        {
-            "project_id": run.project_id,
-            "id": task_id,
-            "run_id": run.id,
-            "user_id": run.user_id,
-            "user_message_id": new.user_message_id,
-            "attempt": attempt,
-            "service": new.service,
-            "task_name": new.task_name,
-            "provider": new.provider,
-            "model": new.model,
-            "request": new.request,
-            "status": "pending",
-            "response_text": "",
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "cached_tokens": 0,
-            "reasoning_tokens": 0,
-            "cache_write_tokens": 0,
-            "usage_estimated": False,
-            "created_at": new.created_at or now,
-            "updated_at": new.created_at or now,
-            "heartbeat_at": now,
-        },
-    )
-    return created, attempt
+    return {
+        "project_id": run.project_id,
+        "id": task_id,
+        "run_id": run.id,
+        "user_id": run.user_id,
+        "user_message_id": new.user_message_id,
+        "attempt": attempt,
+        "service": new.service,
+        "task_name": new.task_name,
+        "provider": new.provider,
+        "model": new.model,
+        "request": new.request,
+        "status": "pending",
+        "response_text": "",
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+        "cache_write_tokens": 0,
+        "usage_estimated": False,
+        "created_at": new.created_at or now,
+        "updated_at": new.created_at or now,
+        "heartbeat_at": now,
+    }
 
 
 async def progress(

@@ -1,5 +1,7 @@
-"""engine/answered.py: the record of a turn that answered is one statement on PostgreSQL
-and the same writes one by one on SQLite; either way a task already ended is counted
+"""A chat turn's statements (engine/asked.py, engine/answered.py): on PostgreSQL one to
+store the task and the message and read the run once the run has counted the message
+in, and one to record the answer; on SQLite the same writes one by one. Either way the
+same rows; a task id already taken stores nothing, a task already ended is counted
 nothing twice, and a conflicting ending writes nothing."""
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from chatledger.tokens import TokenUsage
 from chatledger.usage.models import UsageDaily
 from tests.registered import registered
 
-WRITES_ONE_BY_ONE = [
+ASKED_ONE_BY_ONE = [
+    "UPDATE runs",  # the message counted in (both databases)
+    "INSERT INTO tasks",  # the task, before the model is called
+    "INSERT INTO messages",  # the user's message
+    "SELECT FROM messages",  # the conversation, for the model
+]
+ANSWERED_ONE_BY_ONE = [
     "UPDATE tasks",  # the guarded terminal transition
     "UPDATE runs",  # the run's aggregates, and the reply counted in
     "INSERT INTO usage_daily",  # the day's usage
@@ -33,19 +41,34 @@ WRITES_ONE_BY_ONE = [
 ]
 
 
+def shape(statement: str) -> str | None:
+    """What a statement does, to what: `UPDATE runs`, `WITH ended` (its first CTE),
+    `SELECT FROM messages`; None for the driver's transaction control."""
+    words = statement.split()
+    if words[0] in ("WITH", "UPDATE"):
+        return " ".join(words[:2])
+    if words[0] in ("INSERT", "DELETE"):
+        return " ".join(words[:3])
+    if words[0] == "SELECT":
+        return f"SELECT FROM {words[words.index('FROM') + 1]}"
+    return None
+
+
 class Ending:
-    """A model that says when it has sent its last event: what the database sees from
-    then on is the turn's record."""
+    """A model that says when it is called and when it has sent its last event."""
 
     name = "ending"
 
     def __init__(self) -> None:
-        self.over = False
+        self.called = self.over = False
+        self.asked: list[ModelRequest] = []
 
     def check_settings(self, settings: Mapping[str, Any]) -> None:
         pass
 
     async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
+        self.called = True
+        self.asked.append(request)
         yield Delta("Said ")
         yield Delta("and done.")
         yield Finished(TokenUsage(input_tokens=7, output_tokens=3))
@@ -58,21 +81,25 @@ def ending() -> Iterator[Ending]:
         yield provider
 
 
-async def test_one_statement_on_postgresql_the_same_record_on_sqlite(
+async def test_one_statement_each_way_on_postgresql_the_same_record_on_sqlite(
     ledger: Ledger, ending: Ending
 ) -> None:
     first = await (await ledger.chat("Hello", model="ending/said")).result()
-    recorded: list[str] = []
+    asked: list[str] = []
+    answered: list[str] = []
 
     def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        words = statement.split()
-        # The statements after the model's last event, but for a last progress flush.
-        said = words[0] in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
-        if ending.over and said and words[:2] != ["WITH", "progress"]:
-            recorded.append(" ".join(words[:3] if words[1] == "INTO" else words[:2]))
+        said = shape(statement)
+        # Progress writes come and go with the clock: not what this counts.
+        if said is None or said == "WITH progress":
+            return
+        if not ending.called:
+            asked.append(said)
+        elif ending.over:
+            answered.append(said)
 
     engine = ledger.database.write_engine.sync_engine
-    ending.over = False
+    ending.called = ending.over = False
     event.listen(engine, "before_cursor_execute", seen)
     try:
         result = await (
@@ -82,15 +109,30 @@ async def test_one_statement_on_postgresql_the_same_record_on_sqlite(
         event.remove(engine, "before_cursor_execute", seen)
 
     if ledger.database.dialect == "postgresql":
-        assert recorded == ["WITH ended"]
+        assert asked == ["UPDATE runs", "WITH task"]
+        assert answered == ["WITH ended"]
     else:
-        assert recorded == WRITES_ONE_BY_ONE
+        assert asked == ASKED_ONE_BY_ONE
+        assert answered == ANSWERED_ONE_BY_ONE
     # Whichever way, the same record: the task, the run, the day's usage, the reply.
     async with ledger.database.reading() as session:
         task = await session.get_one(Task, (ledger.caller.project_id, result.task_id))
         run = await session.get_one(Run, (ledger.caller.project_id, result.run_id))
         used = (await session.scalars(select(UsageDaily))).one()
         reply = await session.get_one(Message, (run.project_id, result.assistant_message_id))
+        question = await session.get_one(Message, (run.project_id, result.user_message_id))
+    # The model saw the conversation so far and the new message, each once.
+    assert [(m.role, m.content) for m in ending.asked[-1].messages] == [
+        ("user", "Hello"),
+        ("assistant", "Said and done."),
+        ("user", "Again"),
+    ]
+    assert (question.seq, question.role, question.content, question.task_id) == (
+        3,
+        "user",
+        "Again",
+        task.id,
+    )
     assert (task.status, task.response_text, task.input_tokens, task.output_tokens) == (
         "completed",
         "Said and done.",
@@ -162,3 +204,14 @@ async def test_a_task_already_ended_is_counted_nothing_twice(
         async with ledger.database.transaction() as session:
             await answered.record(session, ledger.caller, plan, other, reply)
     assert await _totals(ledger, result.run_id) == (run_after, usage_after, replies_after)
+
+
+async def test_a_task_id_already_taken_stores_nothing(ledger: Ledger, ending: Ending) -> None:
+    first = await (await ledger.chat("Hello", model="ending/said", task_id="t-1")).result()
+    with pytest.raises(Conflict, match="t-1"):
+        await ledger.chat("Again", model="ending/said", run_id=first.run_id, task_id="t-1")
+    async with ledger.database.reading() as session:
+        run = await session.get_one(Run, (ledger.caller.project_id, first.run_id))
+        stored = await session.scalars(select(Message.content).order_by(Message.seq))
+        assert list(stored) == ["Hello", "Said and done."]
+    assert run.message_count == 2
