@@ -22,6 +22,7 @@ is empty and so is every write after it: nothing is counted twice.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import select, true, update
@@ -166,13 +167,13 @@ async def _in_one_statement(
             plan.project_id,
             plan.run_id,
             completed=outcome.status == "completed",
-            tokens=tokens.input_tokens + tokens.output_tokens,
+            tokens=tokens.total,
             cost_nano=values["cost_nano"],
             model=plan.model,
             at=at,
             reply=reply.content,
         ).params(),
-        "day": at.date(),
+        "day": at.astimezone(UTC).date(),  # the UTC day, as the stored row says
         **{f"add_{name}": n for name, n in counted.items()},
         **{f"reply_{name}": value for name, value in row.items()},
     }
