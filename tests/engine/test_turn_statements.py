@@ -49,8 +49,10 @@ def shape(statement: str) -> str | None:
         return " ".join(words[:2])
     if words[0] in ("INSERT", "DELETE"):
         return " ".join(words[:3])
-    if words[0] == "SELECT":
+    if words[0] == "SELECT" and "FROM" in words:
         return f"SELECT FROM {words[words.index('FROM') + 1]}"
+    if words[0] == "SELECT":  # a function's call (an advisory lock)
+        return " ".join(words[:2])
     return None
 
 
