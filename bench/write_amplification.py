@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -178,9 +179,12 @@ def _driver_in_transaction(conn: Any) -> bool:
 def _writes(kind: str, statement: str) -> bool:
     if kind in ("INSERT", "UPDATE", "DELETE"):
         return True
-    # A CTE feeding a write (the progress writer's `WITH progress … UPDATE tasks …`).
-    said = statement.upper()
-    return kind == "WITH" and any(f" {verb} " in said for verb in ("INSERT", "UPDATE", "DELETE"))
+    # A CTE feeding a write (the progress writer's `WITH progress … UPDATE tasks …`), or
+    # writing itself (`WITH task AS (INSERT INTO tasks …`: a word, whatever is around it).
+    return kind == "WITH" and _WRITE.search(statement.upper()) is not None
+
+
+_WRITE = re.compile(r"\b(INSERT|UPDATE|DELETE)\b")
 
 
 def main() -> None:

@@ -1,28 +1,34 @@
 """A chat turn's statements (engine/asked.py, engine/answered.py): on PostgreSQL one to
-store the task and the message and read the run once the run has counted the message
-in, and one to record the answer; on SQLite the same writes one by one. Either way the
-same rows; a task id already taken stores nothing, a task already ended is counted
-nothing twice, and a conflicting ending writes nothing."""
+count the message into its run, store the task and the message and read the run (two,
+the count apart, when the turn leaves its model to the run), and one to record the
+answer; on SQLite the same writes one by one. Either way the same rows; the run's
+settings under the turn's own, a setting refused writing nothing, a run named but absent
+created with the message, a task id already taken storing nothing, a task already ended
+counted nothing twice, and a conflicting ending writing nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 
 from chatledger import Ledger
 from chatledger.db import walls
 from chatledger.db.types import utcnow
 from chatledger.engine import answered
-from chatledger.errors import Conflict
+from chatledger.engine.turn import ChatRequest
+from chatledger.errors import Conflict, InvalidInput, NotFound
 from chatledger.messages import service as messages
 from chatledger.messages.models import Message
 from chatledger.providers import Delta, Finished, ModelRequest, StreamEvent
+from chatledger.runs import service as runs
 from chatledger.runs.models import Run
 from chatledger.tasks import service as tasks
 from chatledger.tasks.models import Task
+from chatledger.tenants.caller import Caller
 from chatledger.tokens import TokenUsage
 from chatledger.usage.models import UsageDaily
 from tests.registered import registered
@@ -66,7 +72,8 @@ class Ending:
         self.asked: list[ModelRequest] = []
 
     def check_settings(self, settings: Mapping[str, Any]) -> None:
-        pass
+        if "refused" in settings:
+            raise InvalidInput("settings.refused", "is not a setting of this model")
 
     async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         self.called = True
@@ -83,35 +90,47 @@ def ending() -> Iterator[Ending]:
         yield provider
 
 
-async def test_one_statement_each_way_on_postgresql_the_same_record_on_sqlite(
-    ledger: Ledger, ending: Ending
-) -> None:
-    first = await (await ledger.chat("Hello", model="ending/said")).result()
-    asked: list[str] = []
-    answered: list[str] = []
+class Said:
+    """The statements a turn sends before its model is called and after its last event."""
 
-    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def __init__(self, ledger: Ledger, ending: Ending) -> None:
+        self.asked: list[str] = []
+        self.answered: list[str] = []
+        self._ending = ending
+        self._engine = ledger.database.write_engine.sync_engine
+
+    def __enter__(self) -> Said:
+        self._ending.called = self._ending.over = False
+        event.listen(self._engine, "before_cursor_execute", self._seen)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        event.remove(self._engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         said = shape(statement)
         # Progress writes come and go with the clock: not what this counts.
         if said is None or said == "WITH progress":
             return
-        if not ending.called:
-            asked.append(said)
-        elif ending.over:
-            answered.append(said)
+        if not self._ending.called:
+            self.asked.append(said)
+        elif self._ending.over:
+            self.answered.append(said)
 
-    engine = ledger.database.write_engine.sync_engine
-    ending.called = ending.over = False
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
-        result = await (
-            await ledger.chat("Again", model="ending/said", run_id=first.run_id)
-        ).result()
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
+
+@pytest.mark.parametrize("names_its_model", [True, False])
+async def test_one_statement_each_way_on_postgresql_the_same_record_on_sqlite(
+    ledger: Ledger, ending: Ending, names_its_model: bool
+) -> None:
+    first = await (await ledger.chat("Hello", model="ending/said")).result()
+    # Without a model of its own the turn takes the run's: read as the run counts it in.
+    model = {"model": "ending/said"} if names_its_model else {}
+    with Said(ledger, ending) as said:
+        result = await (await ledger.chat("Again", run_id=first.run_id, **model)).result()
+    asked, answered = said.asked, said.answered
 
     if ledger.database.dialect == "postgresql":
-        assert asked == ["UPDATE runs", "WITH task"]
+        assert asked == (["WITH counted"] if names_its_model else ["UPDATE runs", "WITH task"])
         assert answered == ["WITH ended"]
     else:
         assert asked == ASKED_ONE_BY_ONE
@@ -217,3 +236,124 @@ async def test_a_task_id_already_taken_stores_nothing(ledger: Ledger, ending: En
         stored = await session.scalars(select(Message.content).order_by(Message.seq))
         assert list(stored) == ["Hello", "Said and done."]
     assert run.message_count == 2
+
+
+async def test_a_turn_runs_with_the_runs_settings_under_its_own(
+    ledger: Ledger, ending: Ending
+) -> None:
+    stored = {"model": "ending/said", "tone": "dry", "length": 1}
+    async with ledger.database.transaction() as session:
+        await runs.ensure(session, ledger.caller, "r-1", settings=stored)
+    turn = await ledger.chat("Hello", model="ending/said", run_id="r-1", settings={"length": 2})
+    result = await turn.result()
+
+    assert ending.asked[-1].settings == {"tone": "dry", "length": 2}
+    task = await ledger.get_task(result.task_id)
+    assert task.request == {"model": "ending/said", "settings": {"tone": "dry", "length": 2}}
+    assert (task.user_id, task.attempt, task.status) == (ledger.caller.user_id, 1, "completed")
+    run = (await ledger.get_run("r-1")).run
+    assert (run.settings, run.message_count, run.task_count) == (stored, 2, 1)
+
+
+async def test_a_setting_refused_writes_nothing(ledger: Ledger, ending: Ending) -> None:
+    async with ledger.database.transaction() as session:
+        await runs.ensure(session, ledger.caller, "r-1", settings={"refused": True})
+    with pytest.raises(InvalidInput, match="refused"):
+        await ledger.chat("Hello", model="ending/said", run_id="r-1")
+    assert not ending.called
+    detail = await ledger.get_run("r-1")
+    assert (detail.run.message_count, detail.messages, detail.tasks) == (0, [], [])
+
+
+async def test_a_run_named_but_absent_is_created_with_the_message(
+    ledger: Ledger, ending: Ending
+) -> None:
+    with Said(ledger, ending) as said:
+        turn = await ledger.chat("Hello there", model="ending/said", run_id="r-new")
+        result = await turn.result()
+
+    assert (result.run_id, turn.plan.run_created) == ("r-new", True)
+    if ledger.database.dialect == "postgresql":
+        # The run's count found nothing and wrote nothing: created, then the rest.
+        assert said.asked == ["WITH counted", "INSERT INTO runs", "WITH task"]
+    else:
+        assert said.asked == ["UPDATE runs", "INSERT INTO runs", *ASKED_ONE_BY_ONE[1:3]]
+    detail = await ledger.get_run("r-new")
+    assert (detail.run.name, detail.run.message_count, detail.run.task_count) == (
+        "Hello there",
+        2,
+        1,
+    )
+    assert [(m.seq, m.role) for m in detail.messages] == [(1, "user"), (2, "assistant")]
+
+
+async def test_a_turn_of_a_project_admin_is_the_runs_owners(ledger: Ledger, ending: Ending) -> None:
+    first = await (await ledger.chat("Hello", model="ending/said")).result()
+    admin = Caller(ledger.caller.project_id, "admin", sees_all=True, role="admin")
+    with walls.acting_as(admin):
+        turn = await ledger.engine.start(
+            admin, ChatRequest("Again", run_id=first.run_id, model="ending/said")
+        )
+        result = await turn.result()
+    task = await ledger.get_task(result.task_id)
+    assert (task.user_id, task.run_id, task.status) == (
+        ledger.caller.user_id,
+        first.run_id,
+        "completed",
+    )
+
+    # A member who is not the run's owner finds no such run, and writes nothing.
+    member = Caller(ledger.caller.project_id, "member", role="member")
+    with pytest.raises(NotFound), walls.acting_as(member):
+        await ledger.engine.start(
+            member, ChatRequest("Mine?", run_id=first.run_id, model="ending/said")
+        )
+    run = (await ledger.get_run(first.run_id)).run
+    assert (run.message_count, run.task_count) == (4, 2)
+
+
+async def _until_a_statement_waits_for_a_lock(ledger: Ledger) -> None:
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(500):
+        async with ledger.database.reading() as session:
+            if await session.scalar(waiting):
+                return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no statement came to wait for the run's lock")
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_message_counted_in_while_a_turn_waits_is_in_its_conversation(
+    ledger: Ledger, ending: Ending
+) -> None:
+    # The turn's one statement reads the run as it was when it began; a message another
+    # transaction counts in while the statement waits for the run's lock comes after.
+    first = await (await ledger.chat("Hello", model="ending/said")).result()
+    project_id, run_id = ledger.caller.project_id, first.run_id
+    meanwhile = messages.NewMessage(role="user", content="Meanwhile")
+    async with ledger.database.transaction() as session:
+        at = utcnow()
+        seq = await runs.count_message(session, project_id, run_id, meanwhile.content, at)
+        await messages.insert(session, project_id, run_id, seq, "m-meanwhile", meanwhile, at)
+        started = asyncio.create_task(ledger.chat("After", model="ending/said", run_id=run_id))
+        await _until_a_statement_waits_for_a_lock(ledger)
+    result = await (await started).result()
+
+    assert [m.content for m in ending.asked[-1].messages] == [
+        "Hello",
+        "Said and done.",
+        "Meanwhile",
+        "After",
+    ]
+    detail = await ledger.get_run(run_id)
+    assert [(m.seq, m.content) for m in detail.messages] == [
+        (1, "Hello"),
+        (2, "Said and done."),
+        (3, "Meanwhile"),
+        (4, "After"),
+        (5, "Said and done."),
+    ]
+    assert result.user_message_id == detail.messages[3].id

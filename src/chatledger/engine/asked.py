@@ -16,16 +16,36 @@ statements one by one would have it: a task id already taken is refused before t
 message is stored. The read sees the run as it was when the statement began, without
 the message it stores; the run's row lock, taken when it counted the message in, keeps
 any other message from coming after it meanwhile.
+
+A follow-up turn that names its run and its model (most of them: a client sends its
+model with each message) needs nothing of the run before its task is made but what the
+database can work out itself, so on PostgreSQL `count_and_store` counts the message in
+within the same statement, a CTE before the others:
+
+    counted  UPDATE runs … RETURNING the run   (its row lock; the message's seq)
+    task     INSERT INTO tasks … SELECT … FROM counted   (the run's owner and settings)
+    message  INSERT INTO messages … SELECT … FROM task, counted
+
+The task reads the run's row and the message the task's, so the writes happen in the
+order the statements one by one take (run, task, message). The task's settings are the
+run's stored settings under the turn's own, merged by the statement (jsonb `||`, then
+`- 'model'`, as the planner merges dicts); the provider checks them once the statement
+has answered, and a refusal takes the whole transaction back. No run of the caller's
+by that id: `counted` is empty, nothing is written, and the planner goes the long way
+(the run created with the message). The read's snapshot is taken as the statement
+begins, before `counted` has the run's row lock: a message another turn counted in
+while this one waited for the lock is missing from it, which the run's count tells (the
+last message read is not the one before the new one), and the run is read again.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, func, literal_column, select
+from sqlalchemy import CTE, ColumnElement, Text, and_, func, literal_column, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import bindparam
@@ -35,8 +55,10 @@ from chatledger.db.prepared import Prepared
 from chatledger.db.upsert import insert_if_absent
 from chatledger.messages import service as messages
 from chatledger.messages.models import Message
+from chatledger.runs import service as runs
 from chatledger.tasks import service as tasks
 from chatledger.tasks.models import Task
+from chatledger.tenants.caller import Caller
 
 _tasks, _messages = table_of(Task), table_of(Message)
 
@@ -49,45 +71,98 @@ class Asked:
     earlier: Sequence[Any]
 
 
+@dataclass(frozen=True)
+class Counted:
+    """What `count_and_store` wrote and read: the run with the message counted in, the
+    settings the task runs with, and what `store` would have answered."""
+
+    run: runs.Opened
+    settings: dict[str, Any]
+    asked: Asked
+
+
+def in_one_statement(session: AsyncSession) -> bool:
+    """Whether the session's database writes several tables in one statement."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 @functools.cache
 def _one_statement(task_columns: tuple[str, ...]) -> Prepared:
     """The statement for a task row of these columns (the others left to their defaults:
     a new task has no cost or ending yet)."""
-    given = [_tasks.c[name] for name in task_columns]
+    # One row even when the run holds no message yet: what was inserted, on every row.
+    one = select(literal_column("1").label("one")).subquery("one")
+    return _statement(task_columns, None, one)
+
+
+@functools.cache
+def _counting_statement(task_columns: tuple[str, ...], own: bool) -> Prepared:
+    """The same, the message counted into the run first (a run of its owner's, `own`)."""
+    counting = runs.COUNT_OWN_MESSAGE if own else runs.COUNT_MESSAGE
+    counted = counting.returning(*runs.OPENED_COLUMNS).cte("counted")
+    return _statement(task_columns, counted, counted)
+
+
+def _statement(task_columns: tuple[str, ...], counted: CTE | None, rows_of: Any) -> Prepared:
+    task_values: dict[str, ColumnElement[Any]] = {
+        name: bindparam(f"task_{name}", type_=_tasks.c[name].type) for name in task_columns
+    }
+    message_values: dict[str, ColumnElement[Any]] = {
+        c.name: bindparam(f"message_{c.name}", type_=c.type) for c in _messages.c
+    }
+    run_columns: list[ColumnElement[Any]] = []
+    if counted is not None:
+        asked = task_values["request"]  # the turn's own: its model, its settings
+        merged = _jsonb(counted.c.settings, "||", _jsonb(asked, "->", _text("settings")))
+        settings = _jsonb(merged, "-", _text("model"))
+        task_values["user_id"] = counted.c.user_id
+        task_values["request"] = _jsonb(
+            asked, "||", func.jsonb_build_object(_text("settings"), settings)
+        )
+        message_values["seq"] = counted.c.message_count
+        run_columns = [*counted.c, settings.label("task_settings")]
     task = (
         postgresql.insert(_tasks)
-        .values({c.name: bindparam(f"task_{c.name}", type_=c.type) for c in given})
+        .from_select(list(task_values), select(*task_values.values()))
         .on_conflict_do_nothing()
         .returning(_tasks.c.id)
         .cte("task")
     )
-    message_row = select(
-        *(bindparam(f"message_{c.name}", type_=c.type) for c in _messages.c)
-    ).select_from(task)
     message = (
         postgresql.insert(_messages)
-        .from_select([c.name for c in _messages.c], message_row)
+        .from_select(list(message_values), select(*message_values.values()).select_from(task))
         .on_conflict_do_nothing()
         .returning(_messages.c.id)
         .cte("message")
     )
-    # One row even when the run holds no message yet: what was inserted, on every row.
-    one = select(literal_column("1").label("one")).subquery("one")
     of_the_run = and_(
         _messages.c.project_id == bindparam("in_project"), _messages.c.run_id == bindparam("run")
     )
     return Prepared(
         select(
+            *run_columns,
             select(func.count()).select_from(task).scalar_subquery().label("task_created"),
             select(func.count()).select_from(message).scalar_subquery().label("message_created"),
             _messages.c.id,
+            _messages.c.seq,
             _messages.c.role,
             _messages.c.content,
             _messages.c.status,
         )
-        .select_from(one.outerjoin(_messages, of_the_run))
+        .select_from(rows_of.outerjoin(_messages, of_the_run))
         .order_by(_messages.c.seq)
     )
+
+
+def _jsonb(left: Any, operator: str, right: Any) -> ColumnElement[Any]:
+    """`left operator right`, a jsonb value."""
+    return left.op(operator, return_type=postgresql.JSONB)(right)  # type: ignore[no-any-return]
+
+
+def _text(value: str) -> ColumnElement[str]:
+    """A text literal written into the SQL: a key of the statement's own, not a parameter
+    (a parameter of no type can be no argument of jsonb's operators and functions)."""
+    return literal_column(f"'{value}'", Text)
 
 
 async def store(
@@ -100,7 +175,7 @@ async def store(
     """Insert the task's row, then the message's (each unless its id exists), and read
     the run's earlier messages; `read_earlier=False`: the run holds nothing else (SQLite
     then reads nothing)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if in_one_statement(session):
         return await _in_one_statement(session, task_row, message_row)
     if not await tasks.insert_row(session, task_row):
         return Asked(False, False, ())
@@ -112,16 +187,56 @@ async def store(
     return Asked(True, True, [m for m in run if m.id != message_row["id"]])
 
 
+async def count_and_store(
+    session: AsyncSession,
+    caller: Caller,
+    task_row: dict[str, Any],
+    message_row: dict[str, Any],
+) -> Counted | None:
+    """On PostgreSQL (`in_one_statement`): count the message into the caller's run of
+    `message_row`, then `store` it. The task's `request` is the turn's own model and
+    settings, the run's settings merged under them; its owner and the message's seq come
+    from the run's row. None when the caller has no such run: nothing was written."""
+    run_id = message_row["run_id"]
+    # Whose run it is comes from its row: a project's admin may write to a user's run.
+    columns = tuple(name for name in task_row if name != "user_id")
+    statement = _counting_statement(columns, not caller.sees_all)
+    params = {
+        **runs.counting_params(caller, run_id, message_row["content"], message_row["created_at"]),
+        **_store_params(task_row, message_row),
+    }
+    rows = (await statement.execute(session, params)).rows
+    if not rows:
+        return None
+    first = rows[0]
+    opened = runs.counted_in(session, caller, run_id, first)
+    stored = _asked(rows)
+    if (stored.earlier[-1].seq if stored.earlier else 0) != opened.seq - 1:
+        # Messages counted in while the statement waited for the run's lock: committed
+        # after the snapshot its read sees. A read now sees them (and the lock keeps
+        # any later one out).
+        run = await messages.conversation(session, caller.project_id, run_id)
+        stored = replace(stored, earlier=[m for m in run if m.id != message_row["id"]])
+    return Counted(opened, first.task_settings, stored)
+
+
 async def _in_one_statement(
     session: AsyncSession, task_row: dict[str, Any], message_row: dict[str, Any]
 ) -> Asked:
-    params = {
+    statement = _one_statement(tuple(task_row))
+    return _asked((await statement.execute(session, _store_params(task_row, message_row))).rows)
+
+
+def _store_params(task_row: dict[str, Any], message_row: dict[str, Any]) -> dict[str, Any]:
+    return {
         **{f"task_{name}": value for name, value in task_row.items()},
         **{f"message_{name}": value for name, value in message_row.items()},
         "in_project": message_row["project_id"],
         "run": message_row["run_id"],
     }
-    rows = (await _one_statement(tuple(task_row)).execute(session, params)).rows
+
+
+def _asked(rows: Sequence[Any]) -> Asked:
     first = rows[0]
     earlier = [row for row in rows if row.id is not None]
     return Asked(bool(first.task_created), bool(first.message_created), earlier)

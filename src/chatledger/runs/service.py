@@ -130,14 +130,20 @@ async def open_for_message(
     *,
     name: str | None = None,
     settings: dict[str, Any] | None = None,
+    absent: bool = False,
 ) -> Opened:
     """Count a new message into the caller's run, creating the run with it if absent (as
     `ensure` then `count_message`, in one statement either way when nothing races).
+    `absent`: counting it in has just found no run of the caller's (engine/asked.py).
 
     The chat's first step: the run's columns come back from the write itself, so the
     turn needs no read of it. A run of another user of the project is a 404.
     """
-    if run_id is not None and (opened := await _count_in(session, caller, run_id, content, at)):
+    if (
+        run_id is not None
+        and not absent
+        and (opened := await _count_in(session, caller, run_id, content, at))
+    ):
         return opened
     run_id = checked_id(run_id, "run_id")
     values = _new_run(caller, run_id, name, content, settings, None, at)
@@ -162,11 +168,26 @@ async def _count_in(
     session: AsyncSession, caller: Caller, run_id: str, content: str, at: datetime
 ) -> Opened | None:
     stmt = _COUNT_MESSAGE if caller.sees_all else _COUNT_OWN_MESSAGE
-    params = {"in_project": caller.project_id, "run": run_id, "owner": caller.user_id}
-    row = (await stmt.execute(session, {**params, **_counted(content, at)})).one_or_none()
-    if row is None:
-        return None
-    refresh_if_loaded(session, Run, (caller.project_id, run_id), row._asdict())
+    params = counting_params(caller, run_id, content, at)
+    row = (await stmt.execute(session, params)).one_or_none()
+    return None if row is None else counted_in(session, caller, run_id, row)
+
+
+def counting_params(caller: Caller, run_id: str, content: str, at: datetime) -> dict[str, Any]:
+    """The parameters of `COUNT_MESSAGE` and `COUNT_OWN_MESSAGE`."""
+    return {
+        "in_project": caller.project_id,
+        "run": run_id,
+        "owner": caller.user_id,
+        **_counted(content, at),
+    }
+
+
+def counted_in(session: AsyncSession, caller: Caller, run_id: str, row: Any) -> Opened:
+    """The run as counting a message into it returned it (`OPENED_COLUMNS`, by name), and
+    the session's copy of the run, if it has one, brought up to date."""
+    written = {column.name: getattr(row, column.name) for column in OPENED_COLUMNS}
+    refresh_if_loaded(session, Run, (caller.project_id, run_id), written)
     return Opened(
         caller.project_id,
         run_id,
@@ -249,11 +270,13 @@ _count = update(_runs).values(
 )
 # Each returns what it moved, so that a `Run` this session has loaded is kept up to date.
 _counts = (_runs.c.message_count, _runs.c.last_message_at, _runs.c.last_message_preview)
-_opened = (*_counts, _runs.c.updated_at, _runs.c.name, _runs.c.user_id, _runs.c.settings)
-_COUNT_MESSAGE = Prepared(_count.where(*_this_run).returning(*_opened))
-_COUNT_OWN_MESSAGE = Prepared(
-    _count.where(*_this_run, _runs.c.user_id == bindparam("owner")).returning(*_opened)
-)
+OPENED_COLUMNS = (*_counts, _runs.c.updated_at, _runs.c.name, _runs.c.user_id, _runs.c.settings)
+# A message counted into a run of the project, or of its owner only (`counting_params`;
+# engine/asked.py runs them inside a turn's first statement on PostgreSQL).
+COUNT_MESSAGE = _count.where(*_this_run)
+COUNT_OWN_MESSAGE = COUNT_MESSAGE.where(_runs.c.user_id == bindparam("owner"))
+_COUNT_MESSAGE = Prepared(COUNT_MESSAGE.returning(*OPENED_COLUMNS))
+_COUNT_OWN_MESSAGE = Prepared(COUNT_OWN_MESSAGE.returning(*OPENED_COLUMNS))
 _task_usage = {
     "task_count": _runs.c.task_count + bindparam("completed"),
     "total_tokens": _runs.c.total_tokens + bindparam("tokens"),
