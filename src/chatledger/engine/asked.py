@@ -67,7 +67,7 @@ _tasks, _messages = table_of(Task), table_of(Message)
 class Asked:
     task_created: bool
     message_created: bool
-    # The run's messages before this one, in order: id, role, content and status.
+    # The run's messages before this one, in order: id, seq, role, content and status.
     earlier: Sequence[Any]
 
 
@@ -90,20 +90,17 @@ def in_one_statement(session: AsyncSession) -> bool:
 def _one_statement(task_columns: tuple[str, ...]) -> Prepared:
     """The statement for a task row of these columns (the others left to their defaults:
     a new task has no cost or ending yet)."""
-    # One row even when the run holds no message yet: what was inserted, on every row.
-    one = select(literal_column("1").label("one")).subquery("one")
-    return _statement(task_columns, None, one)
+    return _statement(task_columns, None)
 
 
 @functools.cache
 def _counting_statement(task_columns: tuple[str, ...], own: bool) -> Prepared:
     """The same, the message counted into the run first (a run of its owner's, `own`)."""
     counting = runs.COUNT_OWN_MESSAGE if own else runs.COUNT_MESSAGE
-    counted = counting.returning(*runs.OPENED_COLUMNS).cte("counted")
-    return _statement(task_columns, counted, counted)
+    return _statement(task_columns, counting.returning(*runs.OPENED_COLUMNS).cte("counted"))
 
 
-def _statement(task_columns: tuple[str, ...], counted: CTE | None, rows_of: Any) -> Prepared:
+def _statement(task_columns: tuple[str, ...], counted: CTE | None) -> Prepared:
     task_values: dict[str, ColumnElement[Any]] = {
         name: bindparam(f"task_{name}", type_=_tasks.c[name].type) for name in task_columns
     }
@@ -138,6 +135,9 @@ def _statement(task_columns: tuple[str, ...], counted: CTE | None, rows_of: Any)
     of_the_run = and_(
         _messages.c.project_id == bindparam("in_project"), _messages.c.run_id == bindparam("run")
     )
+    # One row even when the run holds no message yet: what was written, on every row.
+    one = select(literal_column("1").label("one")).subquery("one")
+    rows_of = counted if counted is not None else one
     return Prepared(
         select(
             *run_columns,

@@ -171,7 +171,9 @@ async def list_messages(session: AsyncSession, caller: Caller, run_id: str) -> l
 # What a model is shown of a run, read on every chat turn: built once, as Core.
 _messages = table_of(Message)
 _CONVERSATION = Prepared(
-    select(_messages.c.id, _messages.c.role, _messages.c.content, _messages.c.status)
+    select(
+        _messages.c.id, _messages.c.seq, _messages.c.role, _messages.c.content, _messages.c.status
+    )
     .where(
         _messages.c.project_id == bindparam("in_project"), _messages.c.run_id == bindparam("run")
     )
@@ -181,7 +183,7 @@ _CONVERSATION = Prepared(
 
 async def conversation(session: AsyncSession, project_id: str, run_id: str) -> Sequence[Any]:
     """A run the caller has just written to, read back for the model: each message's id,
-    role, content and status, in order."""
+    seq, role, content and status, in order."""
     return (await _CONVERSATION.execute(session, {"in_project": project_id, "run": run_id})).rows
 
 
