@@ -183,8 +183,7 @@ async def store(
         return Asked(True, False, ())
     if not read_earlier:
         return Asked(True, True, ())
-    run = await messages.conversation(session, message_row["project_id"], message_row["run_id"])
-    return Asked(True, True, [m for m in run if m.id != message_row["id"]])
+    return Asked(True, True, await _earlier(session, message_row))
 
 
 async def count_and_store(
@@ -215,8 +214,7 @@ async def count_and_store(
         # Messages counted in while the statement waited for the run's lock: committed
         # after the snapshot its read sees. A read now sees them (and the lock keeps
         # any later one out).
-        run = await messages.conversation(session, caller.project_id, run_id)
-        stored = replace(stored, earlier=[m for m in run if m.id != message_row["id"]])
+        stored = replace(stored, earlier=await _earlier(session, message_row))
     return Counted(opened, first.task_settings, stored)
 
 
@@ -225,6 +223,12 @@ async def _in_one_statement(
 ) -> Asked:
     statement = _one_statement(tuple(task_row))
     return _asked((await statement.execute(session, _store_params(task_row, message_row))).rows)
+
+
+async def _earlier(session: AsyncSession, message_row: dict[str, Any]) -> list[Any]:
+    """The run's messages but the one of `message_row`, read by a statement of their own."""
+    run = await messages.conversation(session, message_row["project_id"], message_row["run_id"])
+    return [m for m in run if m.id != message_row["id"]]
 
 
 def _store_params(task_row: dict[str, Any], message_row: dict[str, Any]) -> dict[str, Any]:
