@@ -65,6 +65,14 @@ def arguments(
     return parser.parse_args()
 
 
+def process_counts(asked: int | None) -> list[int]:
+    """The server process counts to measure: as asked, else one and then one per core."""
+    if asked is not None:
+        return [asked]
+    cores = os.cpu_count() or 1
+    return [1, cores] if cores > 1 else [1]
+
+
 def dialects(choice: str) -> list[str]:
     """The databases to measure; PostgreSQL only if its server answers."""
     chosen = ["sqlite", "postgresql"] if choice == "both" else [choice]

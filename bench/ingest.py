@@ -8,6 +8,10 @@ executemany, a transaction per 500 interactions, under the same durability setti
 rows built before the clock starts: what the database itself can take.
 
     python -m bench.ingest [--quick] [--db sqlite|postgresql|both] [--workers N]
+
+Without `--workers` each database is measured twice, as bench.live_chat does: with one
+server process, then with one per core (`chatledger serve --workers N`, its memory summed
+over the supervisor and its workers).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from bench.common import (
     new_user_key,
     note,
     peak_rss_mb,
+    process_counts,
     report,
     serving,
 )
@@ -330,9 +335,10 @@ def measure(dialect: str, count: int, workers: int) -> None:
 
 
 def main() -> None:
-    args = arguments(__doc__ or "", workers=True)
+    args = arguments(__doc__ or "", workers=True, default_workers=None)
     for dialect in dialects(args.db):
-        measure(dialect, QUICK_INTERACTIONS if args.quick else INTERACTIONS, args.workers)
+        for workers in process_counts(args.workers):
+            measure(dialect, QUICK_INTERACTIONS if args.quick else INTERACTIONS, workers)
 
 
 if __name__ == "__main__":

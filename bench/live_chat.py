@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -33,6 +32,7 @@ from bench.common import (
     new_user_key,
     note,
     percentile,
+    process_counts,
     report,
     serving,
 )
@@ -198,14 +198,6 @@ def main() -> None:
     for dialect in dialects(args.db):
         for workers in process_counts(args.workers):
             measure(dialect, conversations, workers)
-
-
-def process_counts(asked: int | None) -> list[int]:
-    """The server process counts to measure: as asked, else one and then one per core."""
-    if asked is not None:
-        return [asked]
-    cores = os.cpu_count() or 1
-    return [1, cores] if cores > 1 else [1]
 
 
 if __name__ == "__main__":

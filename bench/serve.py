@@ -15,22 +15,20 @@ serve --workers N` does (uvicorn's supervisor, each worker importing the app afr
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 from fastapi import FastAPI
 
-
-def chatledger_app() -> FastAPI:
-    """The app of one worker process (`--workers N`): settings from CHATLEDGER_*."""
-    return _app("chatledger")
-
-
-# What each worker process imports (uvicorn's factory form for chatledger).
-WORKER_TARGETS = {"chatledger": "bench.serve:chatledger_app", "bare-sse": "bench.bare_sse:app"}
+# What each worker process imports: chatledger's is the worker of `chatledger serve
+# --workers N` (a factory; settings from CHATLEDGER_*).
+WORKER_TARGETS = {"chatledger": "chatledger.server.worker:app", "bare-sse": "bench.bare_sse:app"}
 
 
 def _app(name: str) -> FastAPI:
@@ -79,11 +77,23 @@ def main() -> None:
     if args.workers > 1:
         if args.profile:
             parser.error("--profile samples one process: it cannot follow --workers")
-        target = WORKER_TARGETS[args.app]
-        uvicorn.run(target, factory=args.app == "chatledger", workers=args.workers, **options)
-        return
+        _supervise(args.app, args.workers, args.port)
     with _profiled(args.profile):
         uvicorn.run(_app(args.app), **options)
+
+
+def _supervise(name: str, workers: int, port: int) -> NoReturn:
+    """What `chatledger serve --workers N` does: migrate once, then become plain uvicorn
+    (same pid) supervising N workers, none of this process's imports kept."""
+    command = [sys.executable, "-m", "uvicorn", WORKER_TARGETS[name], "--workers", str(workers)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    command += ["--no-access-log"]
+    if name == "chatledger":
+        from chatledger.db.migrate import upgrade_at
+
+        asyncio.run(upgrade_at(os.environ["CHATLEDGER_DATABASE_URL"]))
+        command.append("--factory")
+    os.execv(sys.executable, command)
 
 
 if __name__ == "__main__":

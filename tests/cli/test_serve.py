@@ -125,8 +125,9 @@ def test_no_auth_on_loopback_serves_the_local_user(local_server: str) -> None:
 
 
 def test_workers_share_the_port_and_the_ledger(empty_database_url: str) -> None:
-    # Two processes open a database never migrated, at the same moment, then take
-    # requests from many connections: every write lands once, in one ledger.
+    # A database never migrated (`serve` migrates it before starting the two workers,
+    # tests/server/test_worker.py), then requests from many connections: every write
+    # lands once, in one ledger.
     interactions, connections = 40, 8
     with serving(empty_database_url, "--workers", "2", admin_key=ADMIN_KEY) as server:
         assert len(server.workers()) == 2

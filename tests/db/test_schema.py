@@ -26,7 +26,13 @@ from chatledger import Ledger, Settings
 from chatledger.config import default_database_path
 from chatledger.db.base import Base
 from chatledger.db.engine import Database
-from chatledger.db.migrate import MIGRATIONS, alembic_config, current_revision, upgrade
+from chatledger.db.migrate import (
+    MIGRATIONS,
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade,
+)
 from chatledger.interactions.bulk_statements import sqlite_ids
 from chatledger.messages.models import Message
 from chatledger.runs import service as runs
@@ -147,9 +153,10 @@ async def test_opening_twice_is_a_no_op(settings: Settings) -> None:
 
 
 async def test_head_is_the_newest_revision() -> None:
-    """One chain: the head is the newest numbered migration file."""
+    """One chain: the head is the newest numbered migration file, which is what opening
+    a database compares its revision with before it would load alembic."""
     newest = max(p.name.split("_")[0] for p in (MIGRATIONS / "versions").glob("[0-9]*.py"))
-    assert _head() == newest
+    assert _head() == newest == head_revision()
 
 
 # -- SQLite ----------------------------------------------------------------------------
@@ -312,6 +319,15 @@ def test_public_names_are_exactly_the_curated_list() -> None:
     errors = [chatledger.Busy, chatledger.Conflict, chatledger.InvalidInput, chatledger.NotFound]
     errors += [chatledger.PayloadTooLarge, chatledger.ProviderError]
     assert all(issubclass(error, chatledger.ChatledgerError) for error in errors)
+
+
+def test_public_names_load_when_first_used_and_no_others_exist() -> None:
+    # The package loads its names lazily (a server's worker needs no client): they are
+    # listed by dir(), and a name it does not have is an AttributeError, as for any module.
+    assert set(PUBLIC) <= set(dir(chatledger))
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        chatledger.Nothing  # type: ignore[attr-defined]  # noqa: B018
+    assert not hasattr(chatledger, "client_of_nobody")
 
 
 def test_default_database_is_a_sqlite_file_in_the_user_data_dir(

@@ -4,29 +4,25 @@ user) is for one person on one machine, so it is refused unless bound to loopbac
 `--workers N` runs N processes on one port, which is how the API uses more than one core:
 each is a replica as DESIGN.md has them (stateless; a live reply another worker answers is
 followed through the database; rate limits are per key and process). uvicorn starts each
-worker afresh, so what `serve` was given travels in the environment (`worker_app`).
+worker afresh, so what `serve` was given travels in the environment (server/worker.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from chatledger.cli.context import errors, state_of
-from chatledger.config import Settings
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
+from chatledger.cli.context import errors, reported_errors, state_of
+from chatledger.db.migrate import upgrade_at
+from chatledger.server import worker
 
 # typer's own exit status for a usage error: this is one.
 USAGE_ERROR = 2
-# Set by `serve` for its workers, always (never inherited from whoever started `serve`).
-NO_AUTH_ENV = "CHATLEDGER_SERVE_NO_AUTH"
-DATABASE_URL_ENV = "CHATLEDGER_DATABASE_URL"
 
 
 def is_loopback(host: str) -> bool:
@@ -71,18 +67,16 @@ def serve(
 
         uvicorn.run(create_app(settings, no_auth=no_auth, serving=True), host=host, port=port)
         return
-    os.environ[DATABASE_URL_ENV] = settings.database_url
-    os.environ[NO_AUTH_ENV] = "1" if no_auth else "0"
+    # Migrated here, once, before the workers start: each then finds its schema up to
+    # date and never loads alembic (~12 MB a worker, db/migrate.py), and a database that
+    # cannot be migrated fails this command instead of every worker.
+    with reported_errors():
+        asyncio.run(upgrade_at(settings.database_url))
+    os.environ[worker.DATABASE_URL_ENV] = settings.database_url
+    os.environ[worker.NO_AUTH_ENV] = "1" if no_auth else "0"
     # The supervisor only watches its workers: this process becomes plain uvicorn (same
     # pid, so signals and process managers see no difference), without the ~60 MB that
     # the CLI and chatledger's imports hold here.
-    target = f"{__name__}:{worker_app.__name__}"
+    target = f"{worker.__name__}:{worker.app.__name__}"
     options = ["--factory", "--workers", str(workers), "--host", host, "--port", str(port)]
     os.execv(sys.executable, [sys.executable, "-m", "uvicorn", target, *options])
-
-
-def worker_app() -> FastAPI:
-    """The app of one worker process of `serve --workers N`, as `serve` configured it."""
-    from chatledger.server.app import create_app
-
-    return create_app(Settings(), no_auth=os.environ.get(NO_AUTH_ENV) == "1", serving=True)

@@ -1,19 +1,24 @@
 """Bring a database to the newest schema. Runs every time a database is opened, so a
-fresh file and an old one are handled the same way."""
+fresh file and an old one are handled the same way.
+
+alembic is imported only when there is something to migrate (or to report): it holds
+~12 MB in a process, and a server's workers open a database that is almost always up
+to date already (`chatledger serve --workers N` migrates before it starts them)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
 
 from chatledger.db.engine import Database
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"
 
 # Several processes may open a new database at the same moment (`chatledger serve
 # --workers`, replicas deployed together). On PostgreSQL they take turns on this advisory
@@ -23,7 +28,17 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x636C_6D69_6772  # "clmigr"
 
 
+def head_revision() -> str:
+    """The newest migration's revision, read from the file names, which begin with it
+    ("0010_project_usage_daily.py" is revision "0010", after "0009"): what alembic's
+    script directory would say, without importing alembic (tests/db/test_schema.py
+    checks that the two agree)."""
+    return max(path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9]*.py"))
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -33,12 +48,12 @@ def alembic_config(connection: Connection | None = None) -> Config:
 def _upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-    config = alembic_config(connection)
-    head = ScriptDirectory.from_config(config).get_current_head()
-    # Cheap check first: opening an up-to-date database should cost one query.
-    if MigrationContext.configure(connection).get_current_revision() == head:
+    # Cheap check first: opening an up-to-date database should cost a query or two.
+    if _current(connection) == head_revision():
         return
-    command.upgrade(config, "head")
+    from alembic import command
+
+    command.upgrade(alembic_config(connection), "head")
 
 
 async def upgrade(database: Database) -> None:
@@ -46,8 +61,23 @@ async def upgrade(database: Database) -> None:
         await connection.run_sync(_upgrade)
 
 
+async def upgrade_at(url: str) -> None:
+    """Migrate the database at `url`, then let it go: for a process that only prepares
+    it for others (`chatledger serve --workers N`, before starting them)."""
+    database = Database(url)
+    try:
+        await upgrade(database)
+    finally:
+        await database.dispose()
+
+
 def _current(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    """The database's revision, as alembic records it (one row in its version table),
+    or None for a database never migrated."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    revisions = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars()
+    return max(revisions, default=None)
 
 
 async def current_revision(database: Database) -> str | None:
