@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -33,7 +34,7 @@ from chatledger.db.migrate import (
     head_revision,
     upgrade,
 )
-from chatledger.interactions.bulk_statements import sqlite_ids
+from chatledger.interactions.bulk_statements import sqlite_lookup
 from chatledger.messages.models import Message
 from chatledger.runs import service as runs
 from chatledger.runs.models import Run
@@ -223,17 +224,16 @@ async def test_sqlite_bulk_lookups_search_their_index(ledger: Ledger) -> None:
     if not ledger.database.is_sqlite:
         pytest.skip("SQLite's query plan")
     lookups = [
-        (Task.id, "sqlite_autoindex_tasks_1"),
-        (Task.user_message_id, "ix_tasks_project_id_user_message_id"),
-        (Message.id, "sqlite_autoindex_messages_1"),
+        (Task.__table__.c.id, "sqlite_autoindex_tasks_1"),
+        (Task.__table__.c.user_message_id, "ix_tasks_project_id_user_message_id"),
+        (Message.__table__.c.id, "sqlite_autoindex_messages_1"),
     ]
+    params = {"project_id": "local", "ids": json.dumps(["a", "b"])}
     async with ledger.database.read_engine.connect() as connection:
         for column, index in lookups:
-            stmt = select(column).where(
-                column.table.c.project_id == "local", column.in_(sqlite_ids(["a", "b"]))
-            )
-            sql = stmt.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
-            plan = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")).all()
+            compiled = sqlite_lookup(column).compile(dialect=connection.dialect)
+            args = tuple(params[name] for name in compiled.positiontup or ())
+            plan = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", args)).all()
             details = " ".join(str(row[-1]) for row in plan)
             assert f"SEARCH {column.table.name} USING COVERING INDEX {index}" in details, details
 

@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger.db import loaded
-from chatledger.db.base import Base, table_of
+from chatledger.db.base import table_of
 from chatledger.db.types import utcnow
 from chatledger.ids import checked_id
 from chatledger.interactions import bulk_statements as statements
@@ -108,23 +108,19 @@ async def lookup(session: AsyncSession, project_id: str, pendings: Sequence[Pend
     message_ids = [i for p in pendings for i in (p.user_message_id, p.assistant_message_id)]
     user_message_ids = [p.user_message_id for p in pendings]
     run_ids = sorted({p.run_id for p in pendings})
-    owners: dict[str, str] = {}
-    for start in range(0, len(run_ids), statements.CHUNK):
-        chunk = run_ids[start : start + statements.CHUNK]
-        found = await session.execute(
-            select(Run.id, Run.user_id).where(Run.project_id == project_id, Run.id.in_(chunk))
-        )
-        owners.update((run_id, user_id) for run_id, user_id in found)
+    owners = await _RUN_OWNERS.rows(session, project_id, run_ids)
     return Known(
-        tasks=await statements.present(session, Task.id, Task.project_id == project_id, task_ids),
-        messages=await statements.present(
-            session, Message.id, Message.project_id == project_id, message_ids
-        ),
-        answered=await statements.present(
-            session, Task.user_message_id, Task.project_id == project_id, user_message_ids
-        ),
-        run_owners=owners,
+        tasks=await _TASK_IDS.present(session, project_id, task_ids),
+        messages=await _MESSAGE_IDS.present(session, project_id, message_ids),
+        answered=await _ANSWERED_IDS.present(session, project_id, user_message_ids),
+        run_owners=dict(owners),
     )
+
+
+_TASK_IDS = statements.Lookup(table_of(Task).c.id)
+_MESSAGE_IDS = statements.Lookup(table_of(Message).c.id)
+_ANSWERED_IDS = statements.Lookup(table_of(Task).c.user_message_id)
+_RUN_OWNERS = statements.Lookup(table_of(Run).c.id, table_of(Run).c.user_id)
 
 
 @dataclass
@@ -342,28 +338,32 @@ async def _ensure_runs(
         }
         for run_id in run_ids
     ]
-    await session.execute(_dialect_insert(session, Run).on_conflict_do_nothing(), absent)
+    await session.execute(_for_dialect(session, _RUN_IF_ABSENT), absent)
     runs: dict[str, _RunTotals] = {}
     for start in range(0, len(run_ids), statements.CHUNK):
         chunk = run_ids[start : start + statements.CHUNK]
-        stmt = (
-            select(
-                Run.id,
-                Run.user_id,
-                Run.message_count,
-                Run.task_count,
-                Run.total_tokens,
-                Run.total_cost_nano,
-                Run.last_message_at,
-                Run.updated_at,
-            )
-            .where(Run.project_id == project_id, Run.id.in_(chunk))
-            .order_by(Run.id)
-            .with_for_update()
-        )
-        for row in await session.execute(stmt):
+        locked = await session.execute(_LOCK_RUNS, {"project_id": project_id, "run_ids": chunk})
+        for row in locked:
             runs[row.id] = _RunTotals(project_id, *row)
     return runs
+
+
+# In id order: the one lock order of run rows, whoever writes several.
+_LOCK_RUNS = (
+    select(
+        Run.id,
+        Run.user_id,
+        Run.message_count,
+        Run.task_count,
+        Run.total_tokens,
+        Run.total_cost_nano,
+        Run.last_message_at,
+        Run.updated_at,
+    )
+    .where(Run.project_id == bindparam("project_id"), Run.id.in_(bindparam("run_ids")))
+    .order_by(Run.id)
+    .with_for_update()
+)
 
 
 async def _count_usage(
@@ -372,14 +372,29 @@ async def _count_usage(
     """As `usage.count_task`, once per (project, user, day, model), in the one lock
     order of usage rows (`usage.lock_order`): concurrent groups never deadlock."""
     rows = [dict(zip(KEY, key, strict=True)) | usage[key] for key in sorted(usage, key=lock_order)]
-    stmt = _dialect_insert(session, UsageDaily)
-    stmt = stmt.on_conflict_do_update(
+    await session.execute(_for_dialect(session, _USAGE_UPSERT), rows)
+
+
+# The group's inserts, built once for each database (with their dialect's ON CONFLICT):
+# built per call, each left its objects in reference cycles for the collector (see
+# bulk_statements.Lookup).
+
+
+def _usage_upsert(dialect: Any) -> Any:
+    stmt = dialect.insert(table_of(UsageDaily))
+    return stmt.on_conflict_do_update(
         index_elements=list(KEY),
         set_={name: table_of(UsageDaily).c[name] + stmt.excluded[name] for name in COUNTERS},
     )
-    await session.execute(stmt, rows)
 
 
-def _dialect_insert(session: AsyncSession, model: type[Base]) -> Any:
-    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return module.insert(table_of(model))
+_DIALECTS = {"postgresql": postgresql, "sqlite": sqlite}
+_RUN_IF_ABSENT = {
+    name: dialect.insert(table_of(Run)).on_conflict_do_nothing()
+    for name, dialect in _DIALECTS.items()
+}
+_USAGE_UPSERT = {name: _usage_upsert(dialect) for name, dialect in _DIALECTS.items()}
+
+
+def _for_dialect(session: AsyncSession, statements: dict[str, Any]) -> Any:
+    return statements[session.get_bind().dialect.name]
