@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     default_model: str = "echo"
     # Larger request bodies answer 413 before they are read into memory.
     max_request_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    # Batch uploads read and stored at once per process; more wait their turn unread
+    # (server/limits.py: each holds its items in memory while it is stored).
+    batch_concurrency: int = Field(2, gt=0)
     # Requests per API key (a token bucket per key and replica; 0 turns limits off):
     # generous, to stop a runaway client rather than to meter a normal one.
     rate_limit_per_minute: int = Field(6000, ge=0)

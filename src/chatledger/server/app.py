@@ -22,7 +22,7 @@ from chatledger.prompts.router import router as prompts_router
 from chatledger.runs.router import router as runs_router
 from chatledger.server import errors, health, heap, storable
 from chatledger.server.deps import AppState
-from chatledger.server.limits import BodyLimit
+from chatledger.server.limits import BatchTurns, BodyLimit
 from chatledger.tasks.router import router as tasks_router
 from chatledger.tasks.sweeper import sweep
 from chatledger.tenants import service as tenants
@@ -96,6 +96,9 @@ def create_app(
     )
     app.state.chatledger = state
     app.state.metrics = health.Metrics()
+    # Outermost last: a body over the size limit is refused before it waits its turn,
+    # and the metrics count a batch's wait for its turn as part of its time.
+    app.add_middleware(BatchTurns, limit=settings.batch_concurrency)
     app.add_middleware(health.RequestMetrics, metrics=app.state.metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     errors.install(app)

@@ -1,9 +1,15 @@
-"""Request size limits, enforced while the body arrives: a declared Content-Length over
-the limit is refused before reading, and a chunked body is cut off as soon as it passes
-the limit, so an oversized upload never sits in memory."""
+"""Limits on what requests may hold in memory.
+
+- Size, enforced while the body arrives: a declared Content-Length over the limit is
+  refused before reading, and a chunked body is cut off as soon as it passes the limit,
+  so an oversized upload never sits in memory.
+- Bulk uploads at once (`BatchTurns`): each batch in flight holds its parsed items, rows
+  and answer (~4-5 MB for 500 interactions), so a client sending many at once would
+  grow the process without bound; past the limit they wait their turn unread."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -65,6 +71,27 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class BatchTurns:
+    """At most `limit` batch uploads (`POST /v1/batch`) are read and stored at once in
+    this process; the others wait here before their bodies are read (the server stops
+    reading a waiting one's socket once its buffer fills). Two keep a SQLite writer
+    busy (one batch checked while the other writes) and PostgreSQL's writes on two
+    cores; more would only hold more memory."""
+
+    PATH = "/v1/batch"
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self._turns = asyncio.Semaphore(limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        async with self._turns:
+            await self.app(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:
