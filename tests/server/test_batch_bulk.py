@@ -6,7 +6,6 @@ gives. The reference is the same batch in another project with the bulk path ref
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from chatledger.interactions import bulk
-from tests.server.conftest import Account
+from tests.server.conftest import Account, left_in_cycles
 from tests.server.test_tasks_api import assert_no_drift
 
 DAY = "2025-06-01"
@@ -196,15 +195,7 @@ async def test_a_stored_batch_leaves_nothing_for_the_cycle_collector(alice: Acco
     warm = await alice.client.post("/v1/batch", json={"items": items[:10]})
     assert warm.json()["created"] == 10  # every statement compiled and cached
 
-    gc.collect()
-    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept in gc.garbage
-    try:
-        answer = await alice.client.post("/v1/batch", json={"items": items[10:]})
-        gc.collect()
-        left = [type(found).__qualname__ for found in gc.garbage]
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
+    answer, left = await left_in_cycles(alice.client.post("/v1/batch", json={"items": items[10:]}))
 
     assert answer.json()["created"] == 20
     assert left == []

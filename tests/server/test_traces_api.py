@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from chatledger.server.deps import AppState
 from chatledger.traces.models import Trace, TraceEntry
-from tests.server.conftest import Account, authed
+from tests.server.conftest import Account, authed, left_in_cycles
 
 TRACES = "/v1/automation/traces"
 T0 = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
@@ -329,3 +329,16 @@ async def test_bad_input_is_422_naming_the_field(app: FastAPI, alice: Account) -
     assert invalid_fields(no_thread) == {"thread_id"}
     assert await stored_rows(app) == (0, 0)
     assert (await alice.client.get("/v1/runs")).json()["items"] == []
+
+
+async def test_saving_a_thread_leaves_nothing_for_the_cycle_collector(alice: Account) -> None:
+    # An agent saves its thread at every step: each save's statements are built once
+    # (traces/service.py), where built per call they left objects in reference cycles.
+    url = "/v1/automation/traces/thread/agent-1"
+    for length in (1, 2):  # every statement compiled and cached
+        assert (await alice.client.put(url, json={"entries": snapshot(length)})).is_success
+
+    answer, left = await left_in_cycles(alice.client.put(url, json={"entries": snapshot(4)}))
+
+    assert answer.json()["created"] == 2
+    assert left == []

@@ -21,7 +21,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Final
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, bindparam, func, or_, select
 from sqlalchemy import delete as delete_rows
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -127,16 +127,20 @@ async def entry_counts(session: AsyncSession, traces: list[Trace]) -> dict[str, 
     """Entries per trace id (counted from the rows, so there is no counter to drift)."""
     if not traces:
         return {}
-    stmt = (
-        select(TraceEntry.trace_id, func.count())
-        .where(
-            TraceEntry.project_id == traces[0].project_id,
-            TraceEntry.trace_id.in_([trace.id for trace in traces]),
-        )
-        .group_by(TraceEntry.trace_id)
-    )
-    counts: dict[str, int] = dict((await session.execute(stmt)).all())
+    params = {"project_id": traces[0].project_id, "trace_ids": [trace.id for trace in traces]}
+    counts: dict[str, int] = dict((await session.execute(_ENTRY_COUNTS, params)).all())
     return {trace.id: counts.get(trace.id, 0) for trace in traces}
+
+
+# Built once (see `_LOCK_THREAD_TRACE` below): every saved trace answers with its count.
+_ENTRY_COUNTS = (
+    select(TraceEntry.trace_id, func.count())
+    .where(
+        TraceEntry.project_id == bindparam("project_id"),
+        TraceEntry.trace_id.in_(bindparam("trace_ids")),
+    )
+    .group_by(TraceEntry.trace_id)
+)
 
 
 # -- writing ---------------------------------------------------------------------------
@@ -238,13 +242,9 @@ async def _ensure_trace(
     # Absent on both keys (the id, and one trace per thread): two writers racing on a new
     # thread both land on whichever trace row was inserted first.
     created = await insert_if_absent(session, Trace, values)
-    stmt = (
-        select(Trace)
-        .where(Trace.project_id == run.project_id, Trace.thread_id == run.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+    trace: Trace | None = await session.scalar(
+        _LOCK_THREAD_TRACE, {"project_id": run.project_id, "thread_id": run.id}
     )
-    trace: Trace | None = await session.scalar(stmt)
     if trace is None:
         raise Conflict(f"trace id {trace_id!r} is taken by another thread's trace", id=trace_id)
     if trace_id is not None and trace.id != trace_id:
@@ -278,16 +278,10 @@ async def _add(session: AsyncSession, trace: Trace, entries: dict[int, NewEntry]
 
 
 async def _stored(session: AsyncSession, trace: Trace, idxs: list[int]) -> dict[int, TraceEntry]:
-    stmt = (
-        select(TraceEntry)
-        .where(
-            TraceEntry.project_id == trace.project_id,
-            TraceEntry.trace_id == trace.id,
-            TraceEntry.idx.in_(idxs),
-        )
-        .execution_options(populate_existing=True)
+    found = await session.scalars(
+        _STORED_ENTRIES, {"project_id": trace.project_id, "trace_id": trace.id, "idxs": idxs}
     )
-    return {entry.idx: entry for entry in await session.scalars(stmt)}
+    return {entry.idx: entry for entry in found}
 
 
 async def _insert_missing(
@@ -307,11 +301,36 @@ async def _insert_missing(
         }
         for idx, entry in entries.items()
     ]
-    # Many rows at once, which db.upsert's one-row helpers do not offer.
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    table = TraceEntry.__table__
-    stmt = dialect.insert(table).values(rows).on_conflict_do_nothing().returning(table.c.idx)
-    return set(await session.scalars(stmt))
+    # Many rows at once, which db.upsert's one-row helpers do not offer: SQLAlchemy sends
+    # them as one multi-row INSERT … RETURNING (its "insertmanyvalues").
+    stmt = _INSERT_ENTRIES[session.get_bind().dialect.name]
+    return set(await session.scalars(stmt, rows))
+
+
+# A thread's statements, built once: built per call, each left its objects in reference
+# cycles, which a serving process collects rarely (server/heap.py), and a multi-row
+# VALUES of each length was a statement of its own to compile.
+_LOCK_THREAD_TRACE = (
+    select(Trace)
+    .where(Trace.project_id == bindparam("project_id"), Trace.thread_id == bindparam("thread_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_STORED_ENTRIES = (
+    select(TraceEntry)
+    .where(
+        TraceEntry.project_id == bindparam("project_id"),
+        TraceEntry.trace_id == bindparam("trace_id"),
+        TraceEntry.idx.in_(bindparam("idxs")),
+    )
+    .execution_options(populate_existing=True)
+)
+_INSERT_ENTRIES = {
+    name: dialect.insert(TraceEntry.__table__)
+    .on_conflict_do_nothing()
+    .returning(TraceEntry.__table__.c.idx)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 
 
 def _merge_all(
