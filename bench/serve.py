@@ -89,9 +89,10 @@ def _supervise(name: str, workers: int, port: int) -> NoReturn:
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     command += ["--no-access-log"]
     if name == "chatledger":
+        from chatledger.config import Settings
         from chatledger.db.migrate import upgrade_at
 
-        asyncio.run(upgrade_at(os.environ["CHATLEDGER_DATABASE_URL"]))
+        asyncio.run(upgrade_at(Settings().database_url))  # the database the workers open
         command.append("--factory")
     os.execv(sys.executable, command)
 

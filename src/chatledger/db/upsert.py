@@ -32,12 +32,13 @@ def _dialect(session: AsyncSession) -> str:
 
 
 @functools.cache
-def _insert_or_nothing(dialect: str, table: Table) -> Any:
+def _insert_or_nothing(dialect: str, table: Table, returning: tuple[str, ...] = ()) -> Any:
     # SQLAlchemy keeps an INSERT's rowcount only when asked; psycopg's is -1 (truthy)
     # once the cursor is closed, which would report every conflict as a creation.
-    return (
+    stmt = (
         _insert(dialect, table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
     )
+    return stmt.returning(*(table.c[name] for name in returning)) if returning else stmt
 
 
 @functools.cache
@@ -53,6 +54,26 @@ def adding(stmt: Any, table: Table, key: tuple[str, ...], increments: tuple[str,
         index_elements=list(key),
         set_={name: table.c[name] + stmt.excluded[name] for name in increments},
     )
+
+
+def insert_or_nothing(
+    session: AsyncSession, model: type[DeclarativeBase], returning: tuple[str, ...] = ()
+) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING into `model`'s table, for many rows at once
+    (`session.execute(stmt, rows)`; `insert_if_absent` takes one); `returning`: columns
+    of each row it inserted."""
+    return _insert_or_nothing(_dialect(session), table_of(model), returning)
+
+
+def insert_or_add(
+    session: AsyncSession,
+    model: type[DeclarativeBase],
+    key: tuple[str, ...],
+    increments: tuple[str, ...],
+) -> Any:
+    """INSERT adding `increments` to the row at `key` when it exists, for many rows at
+    once (`add_to_counters` takes one)."""
+    return _insert_or_add(_dialect(session), table_of(model), key, increments)
 
 
 async def insert_if_absent(

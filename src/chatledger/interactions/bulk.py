@@ -23,10 +23,9 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatledger.db import loaded
+from chatledger.db import loaded, upsert
 from chatledger.db.base import table_of
 from chatledger.db.types import utcnow
 from chatledger.ids import checked_id
@@ -338,7 +337,7 @@ async def _ensure_runs(
         }
         for run_id in run_ids
     ]
-    await session.execute(_for_dialect(session, _RUN_IF_ABSENT), absent)
+    await session.execute(upsert.insert_or_nothing(session, Run), absent)
     runs: dict[str, _RunTotals] = {}
     for start in range(0, len(run_ids), statements.CHUNK):
         chunk = run_ids[start : start + statements.CHUNK]
@@ -372,29 +371,4 @@ async def _count_usage(
     """As `usage.count_task`, once per (project, user, day, model), in the one lock
     order of usage rows (`usage.lock_order`): concurrent groups never deadlock."""
     rows = [dict(zip(KEY, key, strict=True)) | usage[key] for key in sorted(usage, key=lock_order)]
-    await session.execute(_for_dialect(session, _USAGE_UPSERT), rows)
-
-
-# The group's inserts, built once for each database (with their dialect's ON CONFLICT):
-# built per call, each left its objects in reference cycles for the collector (see
-# bulk_statements.Lookup).
-
-
-def _usage_upsert(dialect: Any) -> Any:
-    stmt = dialect.insert(table_of(UsageDaily))
-    return stmt.on_conflict_do_update(
-        index_elements=list(KEY),
-        set_={name: table_of(UsageDaily).c[name] + stmt.excluded[name] for name in COUNTERS},
-    )
-
-
-_DIALECTS = {"postgresql": postgresql, "sqlite": sqlite}
-_RUN_IF_ABSENT = {
-    name: dialect.insert(table_of(Run)).on_conflict_do_nothing()
-    for name, dialect in _DIALECTS.items()
-}
-_USAGE_UPSERT = {name: _usage_upsert(dialect) for name, dialect in _DIALECTS.items()}
-
-
-def _for_dialect(session: AsyncSession, statements: dict[str, Any]) -> Any:
-    return statements[session.get_bind().dialect.name]
+    await session.execute(upsert.insert_or_add(session, UsageDaily, KEY, COUNTERS), rows)

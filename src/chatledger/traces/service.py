@@ -23,11 +23,10 @@ from typing import Any, Final
 
 from sqlalchemy import Select, bindparam, func, or_, select
 from sqlalchemy import delete as delete_rows
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger.db.types import utcnow
-from chatledger.db.upsert import insert_if_absent
+from chatledger.db.upsert import insert_if_absent, insert_or_nothing
 from chatledger.errors import Conflict, NotFound
 from chatledger.ids import checked_id
 from chatledger.runs import service as runs
@@ -301,9 +300,9 @@ async def _insert_missing(
         }
         for idx, entry in entries.items()
     ]
-    # Many rows at once, which db.upsert's one-row helpers do not offer: SQLAlchemy sends
-    # them as one multi-row INSERT … RETURNING (its "insertmanyvalues").
-    stmt = _INSERT_ENTRIES[session.get_bind().dialect.name]
+    # Many rows at once: SQLAlchemy sends them as one multi-row INSERT … RETURNING (its
+    # "insertmanyvalues").
+    stmt = insert_or_nothing(session, TraceEntry, returning=("idx",))
     return set(await session.scalars(stmt, rows))
 
 
@@ -325,12 +324,6 @@ _STORED_ENTRIES = (
     )
     .execution_options(populate_existing=True)
 )
-_INSERT_ENTRIES = {
-    name: dialect.insert(TraceEntry.__table__)
-    .on_conflict_do_nothing()
-    .returning(TraceEntry.__table__.c.idx)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
 
 
 def _merge_all(
