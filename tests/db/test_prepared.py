@@ -4,11 +4,12 @@ autoflush, statement events and errors kept."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, event, insert, select, text, update
+from sqlalchemy import bindparam, event, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, MultipleResultsFound
 
 from chatledger import Ledger
@@ -156,6 +157,29 @@ async def test_a_lost_connection_is_busy_and_replaced(ledger: Ledger) -> None:
             await read.execute(session, params)
     async with ledger.database.transaction() as session:
         assert (await read.execute(session, params)).rows == []
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_statement_cut_off_invalidates_its_connection(ledger: Ledger) -> None:
+    """Cancelled mid-statement, as SQLAlchemy's own statements are: the cancellation
+    goes on, the connection is out of the pool, the next transaction on a fresh one."""
+    sleep = Prepared(select(func.pg_sleep(bindparam("s")).label("slept")))
+    backends: list[int] = []
+
+    async def cut_off() -> None:
+        async with ledger.database.transaction() as session:
+            backends.append(await session.scalar(text("SELECT pg_backend_pid()")))
+            await sleep.execute(session, {"s": 5})
+
+    request = asyncio.create_task(cut_off())
+    await asyncio.sleep(0.2)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    pool = ledger.database.write_engine.sync_engine.pool
+    assert pool.checkedout() == 0
+    async with ledger.database.transaction() as session:
+        assert await session.scalar(text("SELECT pg_backend_pid()")) not in backends
 
 
 @pytest.mark.parametrize("dialect_name", ["sqlite", "postgresql"])

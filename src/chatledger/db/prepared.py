@@ -21,7 +21,9 @@ statement that matters here is kept:
   counts, tracing), with no execution context;
 - a driver error is raised as SQLAlchemy raises it (`sqlalchemy.exc.DBAPIError` and its
   subclasses, the driver's error as `orig`), and a lost connection is invalidated, so
-  that `Database` answers both as it answers every statement's.
+  that `Database` answers both as it answers every statement's;
+- a statement cut off (its request cancelled) invalidates its connection
+  (db/interrupted.py).
 
 Only plain binds are taken: no expanding `IN` lists, no per-row defaults.
 """
@@ -41,7 +43,7 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import ValuesBase
 
-from chatledger.db import driver_rows
+from chatledger.db import driver_rows, interrupted
 
 Process = Callable[[Any], Any]
 
@@ -88,6 +90,9 @@ class Prepared:
         except Exception as exc:
             await _raise_as_sqlalchemy(session, sync, exc, statement, parameters)
             raise  # not a driver error: as it is
+        except BaseException as exc:  # cancelled mid-statement
+            await interrupted.invalidate_if_cut_off(sync, exc)
+            raise
         finally:
             await cursor.close()
         for after in sync.dispatch.after_cursor_execute:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import String
 
-from chatledger.db import driver_rows, walls
+from chatledger.db import driver_rows, interrupted, walls
 from chatledger.db.prepared import Prepared
 
 # Ids per statement: far below every database's limit on bound parameters.
@@ -154,3 +154,7 @@ async def _copy(
                 await cursor.execute(f"DROP TABLE {target}")
     except psycopg.errors.UniqueViolation as exc:
         raise IdTaken(str(exc)) from exc
+    except BaseException as exc:  # cut off: the connection may be mid-COPY
+        assert connection.sync_connection is not None
+        await interrupted.invalidate_if_cut_off(connection.sync_connection, exc)
+        raise
