@@ -173,6 +173,67 @@ async def test_fresh_interactions_are_stored_whole(app: FastAPI, alice: Account)
     await assert_no_drift(app)
 
 
+async def test_batches_into_runs_that_hold_messages_land_as_if_one_at_a_time(
+    app: FastAPI, alice: Account, bob: Account, one_at_a_time: Any
+) -> None:
+    # Built before the runs are locked, each message is numbered on from its run's count
+    # as locked; the project's price override prices what brings no cost.
+    price = {"model_pattern": "gpt-4o*", "input_per_mtok": "1", "output_per_mtok": "2"}
+    price["effective_from"] = f"{DAY}T00:00:00Z"
+    for account in (alice, bob):
+        assert (await account.client.post("/v1/prices", json=price)).status_code == 201
+    batches = [
+        [interaction(n, run_id=f"r{n % 2}") for n in range(4)],
+        [interaction(n, run_id=f"r{n % 3}", metadata={}) for n in range(4, 10)],
+    ]
+    for items in batches:
+        assert (await alice.client.post("/v1/batch", json={"items": items})).json()[
+            "created"
+        ] == len(items)
+        with one_at_a_time:
+            reference = await bob.client.post("/v1/batch", json={"items": items})
+        assert reference.json()["created"] == len(items)
+    for run_id in ("r0", "r1", "r2"):
+        ours = (await alice.client.get(f"/v1/runs/{run_id}")).json()
+        theirs = (await bob.client.get(f"/v1/runs/{run_id}")).json()
+        for run in (ours, theirs):
+            run.pop("user_id")
+            for message in run["messages"]:
+                message.pop("updated_at")
+        assert ours == theirs
+        assert [m["seq"] for m in ours["messages"]] == list(range(1, ours["message_count"] + 1))
+    tasks = (await alice.client.get("/v1/runs/r0/tasks")).json()
+    assert {t["price_source"].split()[0] for t in tasks if t["model"] == "gpt-4o"} == {"override"}
+    ours_usage = (await alice.client.get(f"/v1/usage/daily?from={DAY}&to={DAY}")).json()
+    theirs_usage = (await bob.client.get(f"/v1/usage/daily?from={DAY}&to={DAY}")).json()
+    assert ours_usage["totals"] == theirs_usage["totals"]
+    await assert_no_drift(app)
+
+
+async def test_an_admins_items_in_a_members_run_are_the_members(
+    app: FastAPI, alice: Account, bob_in_alices_project: httpx.AsyncClient
+) -> None:
+    # The rows are built as the caller's own before the runs are read; a run that turns
+    # out to be another user's has them built again as its owner's.
+    bobs = await bob_in_alices_project.post("/v1/batch", json={"items": [interaction(0, "bobs")]})
+    assert bobs.json()["created"] == 1
+    items = [interaction(n, run_id="bobs" if n % 2 else "alices") for n in range(1, 7)]
+    body = (await alice.client.post("/v1/batch", json={"items": items})).json()
+    assert body["created"] == 6, body
+    for run_id, owner, tasks in (("bobs", "bob", 4), ("alices", "alice", 3)):
+        run = (await alice.client.get(f"/v1/runs/{run_id}")).json()
+        assert (run["user_id"], run["task_count"], run["message_count"]) == (
+            owner,
+            tasks,
+            2 * tasks,
+        )
+        stored = (await alice.client.get(f"/v1/runs/{run_id}/tasks")).json()
+        assert {t["user_id"] for t in stored} == {owner}
+    usage = (await alice.client.get(f"/v1/usage/daily?from={DAY}&to={DAY}&group_by=user")).json()
+    assert {row["user_id"]: row["requests"] for row in usage["rows"]} == {"bob": 4, "alice": 3}
+    await assert_no_drift(app)
+
+
 async def test_a_run_of_another_user_is_refused_per_item(
     app: FastAPI, alice: Account, bob_in_alices_project: httpx.AsyncClient
 ) -> None:

@@ -19,7 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger.batch.schemas import InteractionItem, ItemResult
+from chatledger.db.engine import Database
+from chatledger.db.types import utcnow
 from chatledger.interactions import bulk
+from chatledger.prices import service as prices
 from chatledger.server.deps import acting_for
 from chatledger.tenants.caller import Caller
 
@@ -45,6 +48,20 @@ def entry(caller: Caller, index: int, raw: dict[str, Any], item: InteractionItem
     return Entry(index, raw, item, pending, created)
 
 
+async def build(database: Database, caller: Caller, group: list[Entry]) -> bulk.Rows:
+    """The rows of a group as storing it in bulk inserts them, built before the write
+    transaction, as if every item were fresh and in a run of its own caller's: what
+    other writers need not wait for (on SQLite the write lock is the database's). The
+    project's prices are read only when an item brings no cost."""
+    pendings = [entry.pending for entry in group]
+    project_prices = None
+    if any(p.new.cost_nano is None for p in pendings):
+        async with database.reading() as session:
+            project_prices = await prices.for_project(session, caller.project_id)
+    owners = bulk.owned_by_callers(pendings)
+    return bulk.build(pendings, owners, project_prices, utcnow(), database.write_engine.dialect)
+
+
 # Stores one item on its own, in a savepoint, and answers its verdict.
 StoreOne = Callable[[Entry], Awaitable[ItemResult]]
 
@@ -54,8 +71,10 @@ async def store_group(
     caller: Caller,
     group: list[Entry],
     one: StoreOne,
+    built: bulk.Rows | None = None,
 ) -> dict[int, ItemResult]:
-    """The verdicts of a group of interaction items, by item index."""
+    """The verdicts of a group of interaction items, by item index. `built`: the rows of
+    the whole group (`build`), used when every item of it is fresh."""
     results: dict[int, ItemResult] = {}
     known = await bulk.lookup(session, caller.project_id, [e.pending for e in group])
     claimed: set[str] = set()  # ids the group's earlier items use
@@ -76,20 +95,21 @@ async def store_group(
             block = []
             results[entry.index] = await one(entry)
         claimed.update(pending.ids)
-    results |= await _store_block(session, block, one)
+    whole = built if len(block) == len(group) else None
+    results |= await _store_block(session, block, one, whole)
     for entry in replays:
         results[entry.index] = await one(entry)
     return results
 
 
 async def _store_block(
-    session: AsyncSession, block: list[Entry], one: StoreOne
+    session: AsyncSession, block: list[Entry], one: StoreOne, built: bulk.Rows | None = None
 ) -> dict[int, ItemResult]:
     if not block:
         return {}
     try:
         async with session.begin_nested():
-            await bulk.store(session, [entry.pending for entry in block])
+            await bulk.store(session, [entry.pending for entry in block], built)
     except (bulk.NotFresh, IntegrityError):
         # Rolled back: the database knew better than the lookup. One at a time, then.
         return {entry.index: await one(entry) for entry in block}

@@ -28,8 +28,9 @@ async def ingest(
     check_each = await body_may_hold_unstorable(request)
     # Checked before the write transaction, which other requests' writes wait for.
     checked = batch.check(caller, body.items, check_each=check_each)
+    built = await batch.build(db, caller, checked)  # the interactions' rows, as well
     async with db.transaction() as session:
-        results = await batch.store(session, caller, checked)
+        results = await batch.store(session, caller, checked, built)
     counts = Counter(result.status for result in results)
     return BatchResult(
         results=results,

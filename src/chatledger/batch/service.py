@@ -1,8 +1,9 @@
 """Batch ingest and offline sync (DESIGN.md flow 3): a list of items — runs, messages,
 ended tasks, interactions, trace entries — stored insert-only and idempotently by id.
 
-Items are checked first (`check`: validation, ids settled), outside the write
-transaction, so that another request's writes never wait for that work. Then each item
+Items are checked first (`check`: validation, ids settled) and the rows of their
+interactions built (`build`), outside the write transaction, so that another request's
+writes never wait for that work. Then each item
 runs in a savepoint of the request's one transaction (`store`): an item that is
 refused (bad input, a conflict) is rolled back alone and reported `rejected` with its
 reason; an item already stored is `duplicate` and changes nothing. Usage is counted only
@@ -31,7 +32,9 @@ from chatledger.batch.schemas import (
     TaskItem,
     TraceItem,
 )
+from chatledger.db.engine import Database
 from chatledger.errors import ChatledgerError, Conflict, InvalidInput
+from chatledger.interactions import bulk
 from chatledger.interactions import service as interactions
 from chatledger.messages import service as messages
 from chatledger.runs import service as runs
@@ -91,18 +94,46 @@ def check(
     return checked
 
 
+async def build(database: Database, caller: Caller, checked: list[CheckResult]) -> Built:
+    """The rows of each group of interaction items (`interaction_items.build`), before
+    the write transaction: what storing them in bulk inserts when they are all fresh."""
+    return {
+        group[0].index: await interaction_items.build(database, caller, group)
+        for group in _groups(checked)
+    }
+
+
+# A group's rows, by the index of its first item.
+Built = dict[int, bulk.Rows]
+
+
+def _groups(checked: list[CheckResult]) -> list[list[Entry]]:
+    """The interaction items stored together: consecutive, as `store` meets them (an
+    item rejected by `check` is between none; any other item ends a group)."""
+    groups: list[list[Entry]] = [[]]
+    for checked_item in checked:
+        if isinstance(checked_item, Entry):
+            groups[-1].append(checked_item)
+        elif isinstance(checked_item, Checked) and groups[-1]:
+            groups.append([])
+    return [group for group in groups if group]
+
+
 async def store(
-    session: AsyncSession, caller: Caller, checked: list[CheckResult]
+    session: AsyncSession, caller: Caller, checked: list[CheckResult], built: Built | None = None
 ) -> list[ItemResult]:
-    """The verdict of each item, in order, storing those `check` let through."""
+    """The verdict of each item, in order, storing those `check` let through; `built`:
+    the groups' rows (`build`), else they are built here."""
     results: dict[int, ItemResult] = {}
     group: list[Entry] = []  # consecutive interaction items, stored together
+    built = built or {}
 
     async def one(entry: Entry | Checked) -> ItemResult:
         return await _store_one(session, caller, entry.index, entry.raw, entry.item)
 
     async def store_group() -> None:
-        results.update(await interaction_items.store_group(session, caller, group, one))
+        rows = built.get(group[0].index) if group else None
+        results.update(await interaction_items.store_group(session, caller, group, one, rows))
         group.clear()
 
     for index, checked_item in enumerate(checked):

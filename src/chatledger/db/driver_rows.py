@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
@@ -43,8 +44,7 @@ def values(
     """`rows` (dicts keyed by column name) as the SQLite driver's parameter tuples, in
     `columns` order. `conversions` shared by calls for rows inserted together convert a
     value they share once."""
-    conversions = conversions or Conversions()
-    return _zipped(columns, rows, lambda name: conversions.of(table, name, dialect))
+    return converted(table, columns, rows, dialect, conversions or Conversions()).rows()
 
 
 def copy_values(
@@ -53,8 +53,26 @@ def copy_values(
     """`rows` as PostgreSQL's COPY takes them from psycopg: a JSON document as its text,
     which COPY hands to the column's own input (jsonb parses it); every other value as
     psycopg adapts it."""
+    return copy_converted(table, columns, rows, conversions).rows()
+
+
+def converted(
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    dialect: Dialect,
+    conversions: Conversions,
+) -> Columns:
+    """As `values`, kept column by column until `Columns.rows`."""
+    return _converted(columns, rows, lambda name: conversions.of(table, name, dialect))
+
+
+def copy_converted(
+    table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]], conversions: Conversions
+) -> Columns:
+    """As `copy_values`, kept column by column until `Columns.rows`."""
     json_columns = {name for name in columns if isinstance(table.c[name].type, JSON)}
-    return _zipped(
+    return _converted(
         columns, rows, lambda name: conversions.document.column if name in json_columns else None
     )
 
@@ -62,20 +80,44 @@ def copy_values(
 ColumnConversion = Callable[[list[Any]], list[Any]]
 
 
-def _zipped(
+@dataclass(frozen=True)
+class Columns:
+    """Rows converted for the driver, column by column: a column the driver takes as it
+    is (an integer, a text) can still be replaced before the rows are made (batch ingest
+    builds its rows before it locks the runs whose counts number its messages)."""
+
+    names: tuple[str, ...]
+    values: tuple[list[Any], ...]
+    as_they_are: frozenset[str]  # the columns converted by nothing
+
+    def replaced(self, name: str, column: list[Any]) -> Columns:
+        if name not in self.as_they_are:
+            raise ValueError(f"column {name!r} is converted: it cannot be replaced as it is")
+        at = self.names.index(name)
+        values = (*self.values[:at], column, *self.values[at + 1 :])
+        return Columns(self.names, values, self.as_they_are)
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        return list(zip(*self.values, strict=True))
+
+
+def _converted(
     columns: Sequence[str],
     rows: Sequence[dict[str, Any]],
     conversion: Callable[[str], ColumnConversion | None],
-) -> list[tuple[Any, ...]]:
+) -> Columns:
     # Built column by column: picking a column out of every row, converting it and
     # zipping the columns into tuples are loops in C, where a loop over rows and then
     # columns ran each step in Python (~20 µs an interaction of a batch).
     bound = []
+    as_they_are = set()
     for name in columns:
         column = list(map(itemgetter(name), rows))
         convert = conversion(name)
+        if convert is None:
+            as_they_are.add(name)
         bound.append(column if convert is None else convert(column))
-    return list(zip(*bound, strict=True))
+    return Columns(tuple(columns), tuple(bound), frozenset(as_they_are))
 
 
 def bind_processor(column_type: TypeEngine[Any], dialect: Dialect) -> Bind | None:

@@ -3,7 +3,11 @@
 statements instead of some twenty per interaction. The group's runs are ensured and
 locked, its tasks inserted already completed, its messages inserted, and each run's
 aggregates and each day's usage moved once by the group's sums, all in the caller's
-transaction.
+transaction. The rows themselves (`build`: pricing, the row documents, their conversion
+for the driver) can be made before it, as batch ingest does: on SQLite the write lock is
+the whole database's, and it was held through that work (~30% of a group's time in the
+transaction). Only what the locked runs decide is left for `store`: each message's
+position, and the rows again for a run that turns out to be another user's.
 
 Only *fresh* interactions come here: `lookup` tells the caller which ids are already
 stored, and an interaction whose task or message ids are taken (a replay, an id sent
@@ -17,15 +21,17 @@ one interaction at a time: the outcome is always what `record` would have made.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Dialect, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatledger.db import loaded, upsert
+from chatledger.db import driver_rows, loaded, upsert
 from chatledger.db.base import table_of
 from chatledger.db.types import utcnow
 from chatledger.ids import checked_id
@@ -123,6 +129,39 @@ _RUN_OWNERS = statements.Lookup(table_of(Run).c.id, table_of(Run).c.user_id)
 
 
 @dataclass
+class _RunDelta:
+    """What a group adds to one run, in the order of its interactions: as
+    `runs.count_message` and `runs.add_task_usage` would move the run, summed."""
+
+    messages: int = 0
+    tasks: int = 0
+    tokens: int = 0
+    cost_nano: int = 0
+    last_message_at: datetime | None = None
+    last_message_preview: str | None = None
+    last_model: str | None = None
+    updated_at: datetime | None = None
+
+    def count_message(self, content: str, at: datetime) -> None:
+        self.messages += 1
+        self.last_message_at = _later(self.last_message_at, at)
+        self.last_message_preview = content[:PREVIEW_LENGTH]
+        self.updated_at = _later(self.updated_at, at)
+
+    def count_task(self, tokens: int, cost_nano: int | None, model: str, at: datetime) -> None:
+        self.tasks += 1
+        self.tokens += tokens
+        self.cost_nano += cost_nano or 0
+        self.last_model = model
+        self.updated_at = _later(self.updated_at, at)
+
+
+def _later(known: datetime | None, at: datetime) -> datetime:
+    """Times only move forward."""
+    return at if known is None else max(known, at)
+
+
+@dataclass
 class _RunTotals:
     """A run's aggregates as locked, moved in memory by the group, written back once."""
 
@@ -150,48 +189,78 @@ class _RunTotals:
         "updated_at",
     )
 
-    def count_message(self, content: str, at: datetime) -> int:
-        """As `runs.count_message`: the message's position; times only move forward."""
-        self.message_count += 1
-        self.last_message_at = at if self.last_message_at is None else max(self.last_message_at, at)
-        self.last_message_preview = content[:PREVIEW_LENGTH]
-        self.updated_at = max(self.updated_at, at)
-        return self.message_count
-
-    def count_task(self, tokens: int, cost_nano: int | None, model: str, at: datetime) -> None:
-        """As `runs.add_task_usage` for a completed task."""
-        self.task_count += 1
-        self.total_tokens += tokens
-        self.total_cost_nano += cost_nano or 0
-        self.last_model = model
-        self.updated_at = max(self.updated_at, at)
+    def add(self, delta: _RunDelta) -> int:
+        """The group's messages and tasks counted in; answers the message count before
+        them (the group's first message comes next)."""
+        before = self.message_count
+        self.message_count += delta.messages
+        self.task_count += delta.tasks
+        self.total_tokens += delta.tokens
+        self.total_cost_nano += delta.cost_nano
+        if delta.last_message_at is not None:
+            self.last_message_at = _later(self.last_message_at, delta.last_message_at)
+        if delta.messages:
+            self.last_message_preview = delta.last_message_preview
+        if delta.tasks:
+            self.last_model = delta.last_model
+        if delta.updated_at is not None:
+            self.updated_at = max(self.updated_at, delta.updated_at)
+        return before
 
     def written(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.WRITTEN}
 
 
-async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
-    """Store fresh interactions (see the module docstring), in the caller's transaction."""
+UsageKey = tuple[str, str, Any, str]  # (project, user, day, model): `usage.KEY`
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A group's rows as `store` inserts them, built by `build`: before the write
+    transaction (batch ingest builds them before its runs are locked, so that other
+    writers do not wait for this work), each message's position left to number once the
+    runs' counts are locked."""
+
+    pendings: Sequence[Pending]
+    owners: tuple[str, ...]  # each interaction's run owner, as its rows have it
+    now: datetime
+    tasks: driver_rows.Columns
+    messages: driver_rows.Columns  # `seq` numbered by `store`
+    message_runs: list[str]  # each message's run, in order
+    runs: dict[str, _RunDelta]
+    usage: dict[UsageKey, dict[str, int]]
+
+    def holds(self, pendings: Sequence[Pending]) -> bool:
+        return len(pendings) == len(self.pendings) and all(
+            map(operator.is_, pendings, self.pendings)
+        )
+
+
+def build(
+    pendings: Sequence[Pending],
+    owners: Sequence[str],
+    project_prices: prices.ProjectPrices | None,
+    now: datetime,
+    dialect: Dialect,
+) -> Rows:
+    """The rows of fresh interactions whose runs belong to `owners` (one per pending);
+    `project_prices` may be None when every interaction brings its cost."""
     project_id = pendings[0].caller.project_id
-    now = utcnow()
-    runs = await _ensure_runs(session, project_id, pendings, now)
-    project_prices = await prices.for_project(session, project_id)
     tasks: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
-    usage: dict[tuple[str, str, Any, str], dict[str, int]] = {}
+    message_runs: list[str] = []
+    runs: dict[str, _RunDelta] = {}
+    usage: dict[UsageKey, dict[str, int]] = {}
     # Documents the rows share when an interaction brings no metadata (most do), each
     # then made JSON once for the whole group (`db.driver_rows`).
     bare_request: dict[str, Any] = {"metadata": {}}
     bare_reply_metadata: dict[str, dict[str, Any]] = {}
     prompt_metadata: dict[str, Any] = {}  # a user message's: always empty
-    for p in pendings:
-        run = runs.get(p.run_id)
-        # Missing: another user's run, which row-level security hides from a member.
-        if run is None or not (p.caller.sees_all or run.user_id == p.caller.user_id):
-            raise NotFresh(f"run {p.run_id!r} is another user's")
+    for p, owner in zip(pendings, owners, strict=True):
         new, tokens = p.new, p.new.usage
         cost_nano, price_source = new.cost_nano, "client"
         if cost_nano is None:
+            assert project_prices is not None, "an interaction without its cost needs prices"
             price = project_prices.price(p.provider, p.model, tokens, p.ended_at)
             cost_nano, price_source = price.cost_nano, price.source
         asked_at = new.created_at or now
@@ -199,8 +268,8 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
             {
                 "project_id": project_id,
                 "id": p.task_id,
-                "run_id": run.id,
-                "user_id": run.user_id,
+                "run_id": p.run_id,
+                "user_id": owner,
                 "user_message_id": p.user_message_id,
                 "attempt": 1,
                 "service": SERVICE,
@@ -222,43 +291,82 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
                 "completed_at": p.ended_at,
             }
         )
-        messages.append(
-            _message(
-                p,
-                run,
-                "user",
-                new.prompt,
-                asked_at,
-                now,
-                prompt_metadata,
-                run.count_message(new.prompt, asked_at),
-            )
-        )
+        run = runs.setdefault(p.run_id, _RunDelta())
+        run.count_message(new.prompt, asked_at)
+        messages.append(_message(p, "user", new.prompt, asked_at, now, prompt_metadata))
         run.count_task(tokens.total, cost_nano, p.model, p.ended_at)
-        seq = run.count_message(new.response, p.ended_at)
+        run.count_message(new.response, p.ended_at)
         if new.metadata:
             metadata = {**new.metadata, "model": p.model}
         else:
             metadata = bare_reply_metadata.setdefault(p.model, {"model": p.model})
-        messages.append(
-            _message(p, run, "assistant", new.response, p.ended_at, p.ended_at, metadata, seq)
-        )
+        messages.append(_message(p, "assistant", new.response, p.ended_at, p.ended_at, metadata))
+        message_runs += (p.run_id, p.run_id)
         day = p.ended_at.astimezone(UTC).date()
-        counters = usage.setdefault(
-            (project_id, run.user_id, day, p.model), dict.fromkeys(COUNTERS, 0)
-        )
+        counters = usage.setdefault((project_id, owner, day, p.model), dict.fromkeys(COUNTERS, 0))
         counters["requests"] += 1
         counters["input_tokens"] += tokens.input_tokens
         counters["output_tokens"] += tokens.output_tokens
         counters["cached_tokens"] += tokens.cached_tokens
         counters["reasoning_tokens"] += tokens.reasoning_tokens
         counters["cost_nano"] += cost_nano or 0
+    converted = statements.converted(dialect, {table_of(Task): tasks, table_of(Message): messages})
+    return Rows(
+        pendings=pendings,
+        owners=tuple(owners),
+        now=now,
+        tasks=converted[table_of(Task)],
+        messages=converted[table_of(Message)],
+        message_runs=message_runs,
+        runs=runs,
+        usage=usage,
+    )
+
+
+def owned_by_callers(pendings: Sequence[Pending]) -> list[str]:
+    """The owners `build` assumes before the runs are read: each interaction's caller,
+    as when it creates its run or adds to one of its own (a batch's usual case)."""
+    return [p.caller.user_id for p in pendings]
+
+
+async def store(
+    session: AsyncSession, pendings: Sequence[Pending], built: Rows | None = None
+) -> None:
+    """Store fresh interactions (see the module docstring), in the caller's transaction:
+    their rows as `built` has them when it holds these interactions with the owners
+    their runs have, else built here."""
+    project_id = pendings[0].caller.project_id
+    now = utcnow() if built is None else built.now
+    runs = await _ensure_runs(session, project_id, pendings, now)
+    owners = tuple(_owner(runs, p) for p in pendings)
+    if built is not None and not built.holds(pendings):
+        raise ValueError("rows built for other interactions")
+    rows = built
+    if rows is None or rows.owners != owners:  # (an admin's items in a member's run)
+        project_prices = await prices.for_project(session, project_id)
+        rows = build(pendings, owners, project_prices, now, session.get_bind().dialect)
+    # Each run's messages numbered on from its count as locked, in the group's order.
+    numbers = {
+        run_id: itertools.count(runs[run_id].add(delta) + 1) for run_id, delta in rows.runs.items()
+    }
+    seq = [next(numbers[run_id]) for run_id in rows.message_runs]
     try:
-        await statements.insert_rows(session, {table_of(Task): tasks, table_of(Message): messages})
+        await statements.insert_rows(
+            session,
+            {table_of(Task): rows.tasks, table_of(Message): rows.messages.replaced("seq", seq)},
+        )
     except statements.IdTaken as exc:
         raise NotFresh(str(exc)) from exc
     await _write_back(session, runs.values())
-    await _count_usage(session, usage)
+    await _count_usage(session, rows.usage)
+
+
+def _owner(runs: dict[str, _RunTotals], p: Pending) -> str:
+    run = runs.get(p.run_id)
+    # Missing: another user's run, which row-level security hides from a member.
+    if run is None or not (p.caller.sees_all or run.user_id == p.caller.user_id):
+        raise NotFresh(f"run {p.run_id!r} is another user's")
+    return run.user_id
 
 
 async def _write_back(session: AsyncSession, runs: Iterable[_RunTotals]) -> None:
@@ -284,19 +392,17 @@ _WRITE_BACK = (
 
 def _message(
     p: Pending,
-    run: _RunTotals,
     role: str,
     content: str,
     created_at: datetime,
     updated_at: datetime,
     metadata: dict[str, Any],
-    seq: int,
 ) -> dict[str, Any]:
     return {
-        "project_id": run.project_id,
+        "project_id": p.caller.project_id,
         "id": p.user_message_id if role == "user" else p.assistant_message_id,
-        "run_id": run.id,
-        "seq": seq,
+        "run_id": p.run_id,
+        "seq": 0,  # numbered once the run is locked (`store`)
         "parent_id": None if role == "user" else p.user_message_id,
         "role": role,
         "content": content,
@@ -365,9 +471,7 @@ _LOCK_RUNS = (
 )
 
 
-async def _count_usage(
-    session: AsyncSession, usage: dict[tuple[str, str, Any, str], dict[str, int]]
-) -> None:
+async def _count_usage(session: AsyncSession, usage: dict[UsageKey, dict[str, int]]) -> None:
     """As `usage.count_task`, once per (project, user, day, model), in the one lock
     order of usage rows (`usage.lock_order`): concurrent groups never deadlock."""
     rows = [dict(zip(KEY, key, strict=True)) | usage[key] for key in sorted(usage, key=lock_order)]

@@ -20,7 +20,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, func, select
+from sqlalchemy import Dialect, Select, Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -93,37 +93,45 @@ def _project(column: Any) -> Any:
     return column.table.c.project_id == bindparam("project_id")
 
 
-async def insert_rows(
-    session: AsyncSession, rows_by_table: dict[Table, list[dict[str, Any]]]
-) -> None:
-    """Insert each table's rows (dicts keyed by column name), table by table; IdTaken if
-    a key is stored already."""
+def converted(
+    dialect: Dialect, rows_by_table: dict[Table, list[dict[str, Any]]]
+) -> dict[Table, driver_rows.Columns]:
+    """Each table's rows (dicts keyed by column name) as `insert_rows` sends them to the
+    driver of `dialect`: SQLite's parameters, PostgreSQL's COPY values."""
     # The tables' rows share timestamps and documents: each is converted once.
     conversions = driver_rows.Conversions()
-    if _is_postgresql(session):
-        for table, rows in rows_by_table.items():
-            if rows:
-                await _copy(session, table, rows, list(rows[0]), conversions)
-        return
-    connection = await session.connection()
+    converted: dict[Table, driver_rows.Columns] = {}
     for table, rows in rows_by_table.items():
         if not rows:
             continue
-        columns = list(rows[0])
-        params = driver_rows.values(table, columns, rows, connection.dialect, conversions)
+        names = list(rows[0])
+        if dialect.name == "postgresql":
+            converted[table] = driver_rows.copy_converted(table, names, rows, conversions)
+        else:
+            converted[table] = driver_rows.converted(table, names, rows, dialect, conversions)
+    return converted
+
+
+async def insert_rows(
+    session: AsyncSession, columns_by_table: dict[Table, driver_rows.Columns]
+) -> None:
+    """Insert each table's rows (`converted`), table by table; IdTaken if a key is
+    stored already."""
+    if _is_postgresql(session):
+        for table, columns in columns_by_table.items():
+            await _copy(session, table, columns)
+        return
+    connection = await session.connection()
+    for table, columns in columns_by_table.items():
         try:
-            await connection.exec_driver_sql(driver_rows.insert_sql(table, columns), params)
+            await connection.exec_driver_sql(
+                driver_rows.insert_sql(table, columns.names), columns.rows()
+            )
         except IntegrityError as exc:
             raise IdTaken(str(exc.orig)) from exc
 
 
-async def _copy(
-    session: AsyncSession,
-    table: Table,
-    rows: list[dict[str, Any]],
-    columns: list[str],
-    conversions: driver_rows.Conversions,
-) -> None:
+async def _copy(session: AsyncSession, table: Table, columns: driver_rows.Columns) -> None:
     # Imported here, for PostgreSQL only: a server on SQLite need not load the driver
     # (~9 MB in every process).
     import psycopg
@@ -131,7 +139,7 @@ async def _copy(
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = cast(psycopg.AsyncConnection[Any], raw.driver_connection)
-    names = ", ".join(f'"{name}"' for name in columns)
+    names = ", ".join(f'"{name}"' for name in columns.names)
     # PostgreSQL refuses COPY into a table under row-level security (a caller's
     # transaction, db/walls.py): there the rows go through a temporary table and one
     # INSERT, which the policies check.
@@ -145,7 +153,7 @@ async def _copy(
                     f' AS SELECT {names} FROM "{table.name}" WITH NO DATA'
                 )
             async with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
-                for values in driver_rows.copy_values(table, columns, rows, conversions):
+                for values in columns.rows():
                     await copy.write_row(values)
             if staged:
                 await cursor.execute(
