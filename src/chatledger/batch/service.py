@@ -3,13 +3,13 @@ ended tasks, interactions, trace entries — stored insert-only and idempotently
 
 Items are checked first (`check`: validation, ids settled) and the rows of their
 interactions built (`build`), outside the write transaction, so that another request's
-writes never wait for that work. Then each item
-runs in a savepoint of the request's one transaction (`store`): an item that is
-refused (bad input, a conflict) is rolled back alone and reported `rejected` with its
-reason; an item already stored is `duplicate` and changes nothing. Usage is counted only
-by a task's single terminal transition, so re-uploading history changes no totals.
-Consecutive interaction items, the bulk of a sync, are stored together when they are new
-(batch/interactions.py), with the same verdicts as one at a time.
+writes never wait for that work. Then each item runs in a savepoint of the request's one
+transaction (`store`): an item that is refused (bad input, a conflict) is rolled back
+alone and reported `rejected` with its reason; an item already stored is `duplicate`
+and changes nothing. Usage is counted only by a task's single terminal transition, so
+re-uploading history changes no totals. Consecutive interaction items, the bulk of a
+sync, are stored together when they are new (batch/interactions.py), with the same
+verdicts as one at a time.
 """
 
 from __future__ import annotations
@@ -94,6 +94,10 @@ def check(
     return checked
 
 
+# A group's rows, by the index of its first item.
+Built = dict[int, bulk.Rows]
+
+
 async def build(database: Database, caller: Caller, checked: list[CheckResult]) -> Built:
     """The rows of each group of interaction items (`interaction_items.build`), before
     the write transaction: what storing them in bulk inserts when they are all fresh."""
@@ -101,10 +105,6 @@ async def build(database: Database, caller: Caller, checked: list[CheckResult]) 
         group[0].index: await interaction_items.build(database, caller, group)
         for group in _groups(checked)
     }
-
-
-# A group's rows, by the index of its first item.
-Built = dict[int, bulk.Rows]
 
 
 def _groups(checked: list[CheckResult]) -> list[list[Entry]]:
