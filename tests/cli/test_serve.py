@@ -156,6 +156,13 @@ def test_workers_share_the_port_and_the_ledger(empty_database_url: str) -> None:
         usage = httpx.get(f"{server.url}/v1/usage/daily", headers=headers).json()
         runs = httpx.get(f"{server.url}/v1/runs", headers=headers).json()
         assert len(server.workers()) == 2  # neither died under the load
+        # One client's batches: each answer closes its connection, so that the next
+        # batch goes to a worker that is free (server/limits.py); other answers keep it.
+        with httpx.Client(base_url=server.url, headers=headers, timeout=DEADLINE_S) as client:
+            again = [client.post("/v1/batch", json={"items": []}) for _ in range(2)]
+            me = client.get("/v1/me")
+        assert [(a.status_code, a.headers.get("connection")) for a in again] == [(200, "close")] * 2
+        assert me.status_code == 200 and me.headers.get("connection") != "close"
     assert created == interactions  # each sent twice, created once
     assert usage["totals"]["requests"] == interactions
     assert usage["totals"]["input_tokens"] == 3 * interactions

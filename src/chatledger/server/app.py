@@ -60,9 +60,12 @@ def create_app(
     no_auth: bool = False,
     sweep_interval_s: float | None = None,
     serving: bool = False,
+    one_of_several: bool = False,
 ) -> FastAPI:
     """`serving`: the app is what this process serves until it ends (`chatledger serve`),
-    so its heap is settled once it has started (server/heap.py)."""
+    so its heap is settled once it has started (server/heap.py). `one_of_several`: it is
+    one of the worker processes sharing a port (`serve --workers N`; server/limits.py
+    `BatchTurns`)."""
     settings = settings or Settings()
     database = database or Database(settings.database_url)
     state = AppState(settings, database, ChatEngine(database, settings), no_auth=no_auth)
@@ -98,7 +101,11 @@ def create_app(
     app.state.metrics = health.Metrics()
     # Outermost last: a body over the size limit is refused before it waits its turn,
     # and the metrics count a batch's wait for its turn as part of its time.
-    app.add_middleware(BatchTurns, limit=settings.batch_concurrency)
+    app.add_middleware(
+        BatchTurns,
+        limit=settings.batch_concurrency or (1 if one_of_several else 2),
+        one_of_several=one_of_several,
+    )
     app.add_middleware(health.RequestMetrics, metrics=app.state.metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     errors.install(app)

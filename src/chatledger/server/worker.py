@@ -22,4 +22,5 @@ def app() -> FastAPI:
     """The app this worker serves, as `serve` configured it."""
     from chatledger.server.app import create_app
 
-    return create_app(Settings(), no_auth=os.environ.get(NO_AUTH_ENV) == "1", serving=True)
+    no_auth = os.environ.get(NO_AUTH_ENV) == "1"
+    return create_app(Settings(), no_auth=no_auth, serving=True, one_of_several=True)
