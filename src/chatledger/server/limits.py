@@ -87,7 +87,7 @@ class BatchTurns:
     worker waits on the port, and the first one woken accepts every connection pending
     (asyncio's accept loop), so all of a client's batches went to one worker in about
     half the ingest bench's runs while the other idled (one core busy of two; 11,000
-    interactions/s on SQLite against 16,000-18,500 when they split)."""
+    interactions/s on SQLite against 15,000-18,500 when they split)."""
 
     PATH = "/v1/batch"
 
