@@ -1,14 +1,17 @@
 """A chat turn's statements (engine/asked.py, engine/answered.py): on PostgreSQL one to
 count the message into its run, store the task and the message and read the run (two,
 the count apart, when the turn leaves its model to the run), and one to record the
-answer; on SQLite the same writes one by one. Either way the same rows; the run's
-settings under the turn's own, a setting refused writing nothing, a run named but absent
-created with the message, a task id already taken storing nothing, a task already ended
-counted nothing twice, and a conflicting ending writing nothing."""
+answer; on SQLite the same, each an INSERT into a procedure's view whose trigger writes
+one by one (db/sqlite_procedures.py), and four to start a turn that leaves its model to
+the run. Either way the same rows; the run's settings under the turn's own, a setting
+refused writing nothing, a run named but absent created with the message, a task id
+already taken storing nothing, a task already ended counted nothing twice, and a
+conflicting ending writing nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Any
 
@@ -39,22 +42,17 @@ ASKED_ONE_BY_ONE = [
     "INSERT INTO messages",  # the user's message
     "SELECT FROM messages",  # the conversation, for the model
 ]
-ANSWERED_ONE_BY_ONE = [
-    "UPDATE tasks",  # the guarded terminal transition
-    "UPDATE runs",  # the run's aggregates, and the reply counted in
-    "INSERT INTO usage_daily",  # the day's usage
-    "INSERT INTO messages",  # the reply's row
-]
 
 
 def shape(statement: str) -> str | None:
     """What a statement does, to what: `UPDATE runs`, `WITH ended` (its first CTE),
-    `SELECT FROM messages`; None for the driver's transaction control."""
+    `SELECT FROM messages`, `INSERT INTO turn_asked` (a procedure, less its number);
+    None for the driver's transaction control."""
     words = statement.split()
     if words[0] in ("WITH", "UPDATE"):
         return " ".join(words[:2])
     if words[0] in ("INSERT", "DELETE"):
-        return " ".join(words[:3])
+        return re.sub(r"_\d+$", "", " ".join(words[:3]))
     if words[0] == "SELECT" and "FROM" in words:
         return f"SELECT FROM {words[words.index('FROM') + 1]}"
     if words[0] == "SELECT":  # a function's call (an advisory lock)
@@ -119,7 +117,7 @@ class Said:
 
 
 @pytest.mark.parametrize("names_its_model", [True, False])
-async def test_one_statement_each_way_on_postgresql_the_same_record_on_sqlite(
+async def test_one_statement_each_way_the_same_record_on_both(
     ledger: Ledger, ending: Ending, names_its_model: bool
 ) -> None:
     first = await (await ledger.chat("Hello", model="ending/said")).result()
@@ -133,8 +131,8 @@ async def test_one_statement_each_way_on_postgresql_the_same_record_on_sqlite(
         assert asked == (["WITH counted"] if names_its_model else ["UPDATE runs", "WITH task"])
         assert answered == ["WITH ended"]
     else:
-        assert asked == ASKED_ONE_BY_ONE
-        assert answered == ANSWERED_ONE_BY_ONE
+        assert asked == (["INSERT INTO turn_asked"] if names_its_model else ASKED_ONE_BY_ONE)
+        assert answered == ["INSERT INTO turn_answered"]
     # Whichever way, the same record: the task, the run, the day's usage, the reply.
     async with ledger.database.reading() as session:
         task = await session.get_one(Task, (ledger.caller.project_id, result.task_id))
@@ -241,15 +239,39 @@ async def test_a_task_id_already_taken_stores_nothing(ledger: Ledger, ending: En
 async def test_a_turn_runs_with_the_runs_settings_under_its_own(
     ledger: Ledger, ending: Ending
 ) -> None:
-    stored = {"model": "ending/said", "tone": "dry", "length": 1}
+    # Merged key by key, each value as it is (an object replaced, not merged; a flag, a
+    # null and a list kept as JSON has them).
+    stored = {
+        "model": "ending/said",
+        "tone": "dry",
+        "length": 1,
+        "style": {"a": 1},
+        "stop": ["."],
+        "loud": True,
+        "seed": None,
+    }
     async with ledger.database.transaction() as session:
         await runs.ensure(session, ledger.caller, "r-1", settings=stored)
-    turn = await ledger.chat("Hello", model="ending/said", run_id="r-1", settings={"length": 2})
+    own = {"length": 2, "style": {"b": 2}, "quiet": False}
+    turn = await ledger.chat("Hello", model="ending/said", run_id="r-1", settings=own)
     result = await turn.result()
 
-    assert ending.asked[-1].settings == {"tone": "dry", "length": 2}
+    merged = {
+        "tone": "dry",
+        "length": 2,
+        "style": {"b": 2},
+        "stop": ["."],
+        "loud": True,
+        "seed": None,
+        "quiet": False,
+    }
+    assert ending.asked[-1].settings == merged
     task = await ledger.get_task(result.task_id)
-    assert task.request == {"model": "ending/said", "settings": {"tone": "dry", "length": 2}}
+    assert task.request == {"model": "ending/said", "settings": merged}
+    # (1 == True in Python: the flags compared as themselves.)
+    for settings in (ending.asked[-1].settings, task.request["settings"]):
+        assert (settings["loud"], settings["quiet"]) == (True, False)
+        assert isinstance(settings["loud"], bool) and isinstance(settings["quiet"], bool)
     assert (task.user_id, task.attempt, task.status) == (ledger.caller.user_id, 1, "completed")
     run = (await ledger.get_run("r-1")).run
     assert (run.settings, run.message_count, run.task_count) == (stored, 2, 1)
@@ -277,7 +299,7 @@ async def test_a_run_named_but_absent_is_created_with_the_message(
         # The run's count found nothing and wrote nothing: created, then the rest.
         assert said.asked == ["WITH counted", "INSERT INTO runs", "WITH task"]
     else:
-        assert said.asked == ["UPDATE runs", "INSERT INTO runs", *ASKED_ONE_BY_ONE[1:3]]
+        assert said.asked == ["INSERT INTO turn_asked", "INSERT INTO runs", *ASKED_ONE_BY_ONE[1:3]]
     detail = await ledger.get_run("r-new")
     assert (detail.run.name, detail.run.message_count, detail.run.task_count) == (
         "Hello there",

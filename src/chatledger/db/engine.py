@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 from sqlalchemy.util.concurrency import await_, greenlet_spawn, in_greenlet
 
-from chatledger.db import sqlite_inline, walls
+from chatledger.db import sqlite_inline, sqlite_procedures, walls
 from chatledger.errors import Busy
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -88,6 +88,7 @@ def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
         # Straight to the inline connection: SQLAlchemy's statement machinery costs more
         # than the BEGIN itself, and every transaction pays it.
         inline: sqlite_inline.InlineConnection = connection.connection.driver_connection
+        sqlite_procedures.settle(inline)
         await_(inline.begin(begin))
 
     @event.listens_for(engine.sync_engine, "invalidate")

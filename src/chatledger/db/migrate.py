@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, inspect, text
 
+from chatledger.db import sqlite_procedures
 from chatledger.db.engine import Database
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ def _upgrade(connection: Connection) -> None:
         return
     from alembic import command
 
+    if connection.dialect.name == "sqlite":
+        sqlite_procedures.forget(connection)  # SQLite renames no table while they are there
     command.upgrade(alembic_config(connection), "head")
 
 

@@ -46,6 +46,7 @@ from sqlalchemy.sql.dml import ValuesBase
 from chatledger.db import driver_rows, interrupted
 
 Process = Callable[[Any], Any]
+Ready = Callable[[Connection], None]
 
 
 @dataclass(frozen=True)
@@ -65,16 +66,20 @@ class Written:
 class Prepared:
     """A Core statement, compiled once per dialect (and, as SQLAlchemy does, per set of
     parameter names: an UPDATE or INSERT without its own values sets the columns named
-    by them), run through the driver."""
+    by them), run through the driver. `ready`, if given, is called with the connection
+    before each run: to make what the statement needs there (db/sqlite_procedures.py)."""
 
-    def __init__(self, statement: ClauseElement) -> None:
+    def __init__(self, statement: ClauseElement, ready: Ready | None = None) -> None:
         self.statement = statement
+        self._ready = ready
         self._compiled: dict[tuple[str, frozenset[str]], _Compiled] = {}
 
     async def execute(self, session: AsyncSession, params: Mapping[str, Any]) -> Written:
         if session.autoflush and (session.new or session.dirty or session.deleted):
             await session.flush()
         sync = await _connection(session)
+        if self._ready is not None:
+            self._ready(sync)
         compiled = self._compiled_for(sync.dialect, params)
         parameters = compiled.parameters(params)
         driver = sync.connection.driver_connection

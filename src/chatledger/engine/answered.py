@@ -2,10 +2,9 @@
 task ended exactly once, counted into its run and the day's usage, and its reply stored
 as the run's next message, all in one transaction.
 
-On SQLite that is four statements, each a call into the library (`tasks.end`, then the
-reply's row). On PostgreSQL each statement is a round trip, and a round trip costs this
-process ~200 µs of CPU (docs/benchmarks.md); there it is one statement, each write a
-data-modifying CTE:
+It is one statement on both databases. On PostgreSQL each statement is a round trip,
+and a round trip costs this process ~200 µs of CPU (docs/benchmarks.md); there each
+write is a data-modifying CTE:
 
     ended    UPDATE tasks … WHERE (the guard: not yet ended) RETURNING tasks.*
     counted  UPDATE runs … FROM ended           (the run's aggregates, the reply's seq)
@@ -18,6 +17,13 @@ task, the run, the usage row and the message are taken in that order, the order 
 which `tasks.end` and every other path that writes a run and usage take them (so that
 concurrent turns and batches never deadlock). When the guard matches nothing, `ended`
 is empty and so is every write after it: nothing is counted twice.
+
+SQLite cannot write in a CTE. There the same writes are the steps of a procedure, an
+INSERT into a view whose trigger runs them (db/sqlite_procedures.py), one call into the
+library where they were four: first a stop unless the task is not yet ended (the
+guard: then nothing is written and no row answered), then the run, the usage row and
+the reply, each reading the task as not yet ended, and last the task's own transition.
+Its answer, the ended task and the reply's seq, is read once the steps have run.
 """
 
 from __future__ import annotations
@@ -25,14 +31,15 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import select, true, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import exists, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import bindparam
 
 from chatledger.db.base import table_of
 from chatledger.db.loaded import as_loaded
 from chatledger.db.prepared import Prepared
+from chatledger.db.sqlite_procedures import Procedure, stop_unless
 from chatledger.db.upsert import adding
 from chatledger.engine.turn import TurnPlan
 from chatledger.ids import new_id
@@ -108,7 +115,58 @@ def _one_statement() -> Prepared:
     )
 
 
+def _sqlite_procedure() -> Prepared:
+    """The same statement's steps, one by one, run by SQLite as one statement
+    (db/sqlite_procedures.py), and its answer: the ended task's columns and the reply's
+    seq, read once the steps have run."""
+    unended = select(_tasks.c.run_id).where(*tasks.UNENDED)
+    counted = _runs.c.project_id == bindparam("in_project"), _runs.c.id == bindparam("run")
+    usage_row = select(
+        _tasks.c.project_id,
+        _tasks.c.user_id,
+        bindparam("day", type_=_usage.c.day.type),
+        _tasks.c.model,
+        *(bindparam(f"add_{name}", type_=_usage.c[name].type) for name in usage.COUNTERS),
+    ).where(*tasks.UNENDED)
+    reply_row = select(
+        *(bindparam(f"reply_{name}", type_=_messages.c[name].type) for name in _REPLY_COLUMNS),
+        _runs.c.message_count,
+    ).where(*counted)
+    procedure = Procedure(
+        "turn_answered",
+        [
+            # Ended already (or gone with its run): nothing written, no row answered.
+            stop_unless(exists(unended.where(_tasks.c.run_id == bindparam("run")))),
+            runs.COUNT_TASK_AND_REPLY,
+            adding(
+                sqlite.insert(_usage).from_select([*usage.KEY, *usage.COUNTERS], usage_row),
+                _usage,
+                usage.KEY,
+                usage.COUNTERS,
+            ),
+            sqlite.insert(_messages)
+            .from_select([*_REPLY_COLUMNS, "seq"], reply_row)
+            .on_conflict_do_nothing(),
+            # Last: the steps before it read the task as not yet ended.
+            update(_tasks)
+            .where(*tasks.UNENDED)
+            .values(
+                {
+                    name: bindparam(f"set_{name}", type_=_tasks.c[name].type)
+                    for name in _ENDED_COLUMNS
+                }
+            ),
+        ],
+    )
+    this_task = _tasks.c.project_id == bindparam("in_project"), _tasks.c.id == bindparam("task")
+    return procedure.call(
+        *(select(c).where(*this_task).scalar_subquery().label(c.name) for c in _tasks.c),
+        select(_runs.c.message_count).where(*counted).scalar_subquery().label("reply_seq"),
+    )
+
+
 _ANSWERED = _one_statement()
+_ANSWERED_ON_SQLITE = _sqlite_procedure()
 
 
 async def record(
@@ -123,31 +181,11 @@ async def record(
 
     A task ended meanwhile elsewhere (cancelled through the API) is answered as a
     replay or its conflict (`tasks.finish`), and the reply is counted in apart."""
-    if session.get_bind().dialect.name == "postgresql":
-        ended = await _in_one_statement(session, plan, outcome, reply)
-    else:
-        ended = await _statement_by_statement(session, plan, outcome, reply)
+    ended = await _in_one_statement(session, plan, outcome, reply)
     if ended is not None:
         return ended
     task, _ = await tasks.finish(session, caller, plan.task_id, outcome)
     return task, await messages.add_reply(session, plan.project_id, plan.run_id, reply)
-
-
-async def _statement_by_statement(
-    session: AsyncSession, plan: TurnPlan, outcome: tasks.Outcome, reply: messages.NewMessage
-) -> tuple[Task, str] | None:
-    ended = await tasks.end(session, plan.task, outcome, reply=reply.content)
-    if ended is None:
-        return None
-    if ended.reply_seq is None:  # its run did not count it (gone): as `add_reply` answers
-        return ended.task, await messages.add_reply(session, plan.project_id, plan.run_id, reply)
-    reply_id = new_id()  # counted in with the task's usage: just its row (a new id: no clash)
-    at = ended.task.completed_at
-    assert at is not None, "an ended task has its time"
-    await messages.insert(
-        session, plan.project_id, plan.run_id, ended.reply_seq, reply_id, reply, at
-    )
-    return ended.task, reply_id
 
 
 async def _in_one_statement(
@@ -177,7 +215,9 @@ async def _in_one_statement(
         **{f"add_{name}": n for name, n in counted.items()},
         **{f"reply_{name}": value for name, value in row.items()},
     }
-    written = (await _ANSWERED.execute(session, params)).one_or_none()
+    on_postgresql = session.get_bind().dialect.name == "postgresql"
+    statement = _ANSWERED if on_postgresql else _ANSWERED_ON_SQLITE
+    written = (await statement.execute(session, params)).one_or_none()
     if written is None:
         return None
     task_row = written._asdict()

@@ -3,9 +3,9 @@ engine/planning.py), once the run has counted it in: the task that will answer i
 stored before the model is called, the message stored, and the run's earlier messages
 read for the model.
 
-On SQLite that is two inserts and a read (none on a run that holds nothing yet), each a
-call into the library. On PostgreSQL each statement is a round trip (engine/answered.py
-says what one costs); there it is one statement:
+On SQLite `store` does two inserts and a read (none on a run that holds nothing yet),
+each a call into the library. On PostgreSQL each statement is a round trip
+(engine/answered.py says what one costs); there it is one statement:
 
     task     INSERT INTO tasks … ON CONFLICT DO NOTHING RETURNING id
     message  INSERT INTO messages … SELECT … FROM task ON CONFLICT DO NOTHING RETURNING id
@@ -36,31 +36,56 @@ by that id: `counted` is empty, nothing is written, and the planner goes the lon
 begins, before `counted` has the run's row lock: a message another turn counted in
 while this one waited for the lock is missing from it, which the run's count tells (the
 last message read is not the one before the new one), and the run is read again.
+
+On SQLite `count_and_store` is one statement too: a procedure (db/sqlite_procedures.py)
+whose steps are the same writes in the same order, first a stop unless the caller has
+the run (then nothing is written and no row answered). The task's settings are merged
+by the step that stores it, key by key as jsonb's `||` merges them (`_merged`). Its
+answer is read once the steps have run: the run's columns, the settings, whether the
+task and the message were stored (a task is stored by this call when it answers this
+call's message: a taken id belongs to another's), and the run's other messages, as one
+JSON array. SQLite runs one write transaction at a time, so no message can come in
+between.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import CTE, ColumnElement, Text, and_, func, literal_column, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Text,
+    and_,
+    case,
+    exists,
+    func,
+    literal_column,
+    select,
+    type_coerce,
+    union_all,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import bindparam
 
 from chatledger.db.base import table_of
 from chatledger.db.prepared import Prepared
+from chatledger.db.sqlite_procedures import Procedure, stop_unless
 from chatledger.db.upsert import insert_if_absent
 from chatledger.messages import service as messages
 from chatledger.messages.models import Message
 from chatledger.runs import service as runs
+from chatledger.runs.models import Run
 from chatledger.tasks import service as tasks
 from chatledger.tasks.models import Task
 from chatledger.tenants.caller import Caller
 
-_tasks, _messages = table_of(Task), table_of(Message)
+_tasks, _messages, _runs = table_of(Task), table_of(Message), table_of(Run)
 
 
 @dataclass(frozen=True)
@@ -81,8 +106,18 @@ class Counted:
     asked: Asked
 
 
-def in_one_statement(session: AsyncSession) -> bool:
-    """Whether the session's database writes several tables in one statement."""
+@dataclass(frozen=True)
+class EarlierMessage:
+    """One of the run's messages before the new one, as SQLite's procedure reads it."""
+
+    id: str
+    seq: int
+    role: str
+    content: str
+    status: str
+
+
+def _on_postgresql(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
@@ -154,6 +189,126 @@ def _statement(task_columns: tuple[str, ...], counted: CTE | None) -> Prepared:
     )
 
 
+@functools.cache
+def _sqlite_procedure(task_columns: tuple[str, ...], own: bool) -> Prepared:
+    """`_counting_statement` on SQLite: its writes the steps of a procedure, in the same
+    order (db/sqlite_procedures.py), and what it answers read once they have run. The
+    task's settings are merged as on PostgreSQL, the run's under the turn's own, key by
+    key (`_merged`)."""
+    this_run = [_runs.c.project_id == bindparam("in_project"), _runs.c.id == bindparam("run")]
+    counting = runs.COUNT_MESSAGE
+    if own:
+        this_run.append(_runs.c.user_id == bindparam("owner"))
+        counting = runs.COUNT_OWN_MESSAGE
+    task_values: dict[str, ColumnElement[Any]] = {
+        name: bindparam(f"task_{name}", type_=_tasks.c[name].type) for name in task_columns
+    }
+    asked = task_values["request"]  # the turn's own: its model, its settings
+    task_values["user_id"] = _runs.c.user_id
+    task_values["request"] = func.json_set(
+        asked,
+        _text("$.settings"),
+        _merged(_runs.c.settings, func.json_extract(asked, _text("$.settings"))),
+    )
+    message_values: dict[str, ColumnElement[Any]] = {
+        c.name: bindparam(f"message_{c.name}", type_=c.type) for c in _messages.c
+    }
+    message_values["seq"] = _runs.c.message_count
+    this_task = (
+        _tasks.c.project_id == bindparam("in_project"),
+        _tasks.c.id == bindparam("task_id"),
+    )
+    task_created = exists().where(
+        *this_task, _tasks.c.user_message_id == bindparam("task_user_message_id")
+    )
+    procedure = Procedure(
+        "turn_asked",
+        [
+            # No run of the caller's by that id: nothing written, no row answered.
+            stop_unless(exists().where(*this_run)),
+            counting,
+            sqlite.insert(_tasks)
+            .from_select(list(task_values), select(*task_values.values()).where(*this_run))
+            .on_conflict_do_nothing(),
+            sqlite.insert(_messages)
+            .from_select(
+                list(message_values),
+                select(*message_values.values()).where(*this_run, task_created),
+            )
+            .on_conflict_do_nothing(),
+        ],
+    )
+    the_run = this_run[:2]
+    stored = select(_runs.c.settings).where(*the_run).scalar_subquery()
+    settings = _merged(
+        stored,
+        func.json_extract(
+            bindparam("task_request", type_=_tasks.c.request.type), _text("$.settings")
+        ),
+    )
+    of_the_run = (
+        _messages.c.project_id == bindparam("in_project"),
+        _messages.c.run_id == bindparam("run"),
+        _messages.c.id != bindparam("message_id"),
+    )
+    earlier = select(
+        func.json_group_array(
+            func.json_array(
+                _messages.c.id,
+                _messages.c.seq,
+                _messages.c.role,
+                _messages.c.content,
+                _messages.c.status,
+            )
+        )
+    ).where(*of_the_run)
+    message_created = exists().where(
+        _messages.c.project_id == bindparam("in_project"),
+        _messages.c.id == bindparam("message_id"),
+        _messages.c.task_id == bindparam("task_id"),
+    )
+    return procedure.call(
+        *(select(c).where(*the_run).scalar_subquery().label(c.name) for c in runs.OPENED_COLUMNS),
+        type_coerce(settings, _runs.c.settings.type).label("task_settings"),
+        task_created.label("task_created"),
+        message_created.label("message_created"),
+        earlier.scalar_subquery().label("earlier"),
+    )
+
+
+def _merged(stored: Any, own: Any) -> Any:
+    """SQLite: the JSON object `stored` with `own`'s keys over its own, as `{**stored,
+    **own}` has them, less `model`. Each value keeps its JSON type (a value read from
+    `json_each` is a plain SQL one: 1 for true, text for an object)."""
+
+    def entries(settings: Any, name: str) -> Any:
+        return func.json_each(settings).table_valued("key", "value", "type").alias(name)
+
+    kept, overriding, own_keys = (
+        entries(stored, "kept"),
+        entries(own, "own"),
+        entries(own, "own_keys"),
+    )
+    both = union_all(
+        select(kept.c.key, kept.c.value, kept.c.type).where(
+            kept.c.key.not_in(select(own_keys.c.key))
+        ),
+        select(overriding.c.key, overriding.c.value, overriding.c.type),
+    ).subquery("merged")
+    as_json = func.json(both.c.value)
+    value = case(
+        (both.c.type == _text("true"), func.json(_text("true"))),
+        (both.c.type == _text("false"), func.json(_text("false"))),
+        (both.c.type.in_([_text("object"), _text("array")]), as_json),
+        else_=both.c.value,
+    )
+    return (
+        select(func.json_group_object(both.c.key, value))
+        .where(both.c.key != _text("model"))
+        .scalar_subquery()
+    )
+
+
 def _jsonb(left: Any, operator: str, right: Any) -> ColumnElement[Any]:
     """`left operator right`, a jsonb value."""
     return left.op(operator, return_type=postgresql.JSONB)(right)  # type: ignore[no-any-return]
@@ -175,7 +330,7 @@ async def store(
     """Insert the task's row, then the message's (each unless its id exists), and read
     the run's earlier messages; `read_earlier=False`: the run holds nothing else (SQLite
     then reads nothing)."""
-    if in_one_statement(session):
+    if _on_postgresql(session):
         return await _in_one_statement(session, task_row, message_row)
     if not await tasks.insert_row(session, task_row):
         return Asked(False, False, ())
@@ -192,14 +347,16 @@ async def count_and_store(
     task_row: dict[str, Any],
     message_row: dict[str, Any],
 ) -> Counted | None:
-    """On PostgreSQL (`in_one_statement`): count the message into the caller's run of
-    `message_row`, then `store` it. The task's `request` is the turn's own model and
+    """Count the message into the caller's run of `message_row`, then `store` it, in one
+    statement (on SQLite a procedure's). The task's `request` is the turn's own model and
     settings, the run's settings merged under them; its owner and the message's seq come
     from the run's row. None when the caller has no such run: nothing was written."""
     run_id = message_row["run_id"]
     # Whose run it is comes from its row: a project's admin may write to a user's run.
     columns = tuple(name for name in task_row if name != "user_id")
-    statement = _counting_statement(columns, not caller.sees_all)
+    on_postgresql = _on_postgresql(session)
+    making = _counting_statement if on_postgresql else _sqlite_procedure
+    statement = making(columns, not caller.sees_all)
     params = {
         **runs.counting_params(caller, run_id, message_row["content"], message_row["created_at"]),
         **_store_params(task_row, message_row),
@@ -209,7 +366,7 @@ async def count_and_store(
         return None
     first = rows[0]
     opened = runs.counted_in(session, caller, run_id, first)
-    stored = _asked(rows)
+    stored = _asked(rows) if on_postgresql else _asked_of_sqlite(first)
     if (stored.earlier[-1].seq if stored.earlier else 0) != opened.seq - 1:
         # Messages counted in while the statement waited for the run's lock: committed
         # after the snapshot its read sees. A read now sees them (and the lock keeps
@@ -238,6 +395,15 @@ def _store_params(task_row: dict[str, Any], message_row: dict[str, Any]) -> dict
         "in_project": message_row["project_id"],
         "run": message_row["run_id"],
     }
+
+
+def _asked_of_sqlite(row: Any) -> Asked:
+    earlier = sorted((EarlierMessage(*m) for m in json.loads(row.earlier)), key=_by_seq)
+    return Asked(bool(row.task_created), bool(row.message_created), earlier)
+
+
+def _by_seq(message: EarlierMessage) -> int:
+    return message.seq
 
 
 def _asked(rows: Sequence[Any]) -> Asked:

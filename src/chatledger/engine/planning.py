@@ -1,10 +1,11 @@
 """Step 1 of the save flow (engine/chat.py): everything before the model is called, in
 the caller's transaction. A new message: the run counted in (or created, named from the
 message), then the task created, the user message stored and the conversation read for
-the model (engine/asked.py: one statement on PostgreSQL, the run's count in it too when
-the turn names its run and model). A retry: the stored user message answered again by a
-new task attempt. Bad input (an unknown model or prompt, a bad setting, a taken id) is
-refused here, and the transaction takes back whatever was written before it."""
+the model (engine/asked.py: one statement on PostgreSQL; when the turn names its run and
+model, the run's count in it too, and on SQLite then one statement as well). A retry:
+the stored user message answered again by a new task attempt. Bad input (an unknown
+model or prompt, a bad setting, a taken id) is refused here, and the transaction takes
+back whatever was written before it."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class TurnPlanner:
         run_settings = {"model": model_string}
         absent = False
         follow_up = prompt is None and req.model and req.run_id and req.message_id is None
-        if follow_up and asked.in_one_statement(session):
+        if follow_up:
             if plan := await self._follow_up(session, caller, req):
                 return plan
             absent = True  # the caller has no such run: nothing was written
@@ -89,8 +90,8 @@ class TurnPlanner:
         self, session: AsyncSession, caller: Caller, req: ChatRequest
     ) -> TurnPlan | None:
         """A message to a run the request names, with its model and no id of its own (a
-        chat's follow-up turns): on PostgreSQL the run's count and the rest of the start in
-        one statement (engine/asked.py). None when the caller has no such run: nothing was
+        chat's follow-up turns): the run's count and the rest of the start in one statement
+        (engine/asked.py). None when the caller has no such run: nothing was
         written."""
         assert req.model is not None and req.run_id is not None
         at = utcnow()
