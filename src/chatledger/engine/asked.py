@@ -52,9 +52,10 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     CTE,
@@ -66,7 +67,6 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
-    type_coerce,
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -106,9 +106,9 @@ class Counted:
     asked: Asked
 
 
-@dataclass(frozen=True)
-class EarlierMessage:
-    """One of the run's messages before the new one, as SQLite's procedure reads it."""
+class EarlierMessage(NamedTuple):
+    """One of the run's messages before the new one, as SQLite's procedure reads it (a
+    tuple: a long conversation makes many)."""
 
     id: str
     seq: int
@@ -192,9 +192,10 @@ def _statement(task_columns: tuple[str, ...], counted: CTE | None) -> Prepared:
 @functools.cache
 def _sqlite_procedure(task_columns: tuple[str, ...], own: bool) -> Prepared:
     """`_counting_statement` on SQLite: its writes the steps of a procedure, in the same
-    order (db/sqlite_procedures.py), and what it answers read once they have run. The
-    task's settings are merged as on PostgreSQL, the run's under the turn's own, key by
-    key (`_merged`)."""
+    order (db/sqlite_procedures.py), and what it answers read once they have run but the
+    task's settings (`count_and_store` merges the run's it answers). The step that stores
+    the task merges them as on PostgreSQL, the run's under the turn's own, key by key
+    (`_merged`)."""
     this_run = [_runs.c.project_id == bindparam("in_project"), _runs.c.id == bindparam("run")]
     counting = runs.COUNT_MESSAGE
     if own:
@@ -239,13 +240,6 @@ def _sqlite_procedure(task_columns: tuple[str, ...], own: bool) -> Prepared:
         ],
     )
     the_run = this_run[:2]
-    stored = select(_runs.c.settings).where(*the_run).scalar_subquery()
-    settings = _merged(
-        stored,
-        func.json_extract(
-            bindparam("task_request", type_=_tasks.c.request.type), _text("$.settings")
-        ),
-    )
     of_the_run = (
         _messages.c.project_id == bindparam("in_project"),
         _messages.c.run_id == bindparam("run"),
@@ -269,7 +263,6 @@ def _sqlite_procedure(task_columns: tuple[str, ...], own: bool) -> Prepared:
     )
     return procedure.call(
         *(select(c).where(*the_run).scalar_subquery().label(c.name) for c in runs.OPENED_COLUMNS),
-        type_coerce(settings, _runs.c.settings.type).label("task_settings"),
         task_created.label("task_created"),
         message_created.label("message_created"),
         earlier.scalar_subquery().label("earlier"),
@@ -366,13 +359,20 @@ async def count_and_store(
         return None
     first = rows[0]
     opened = runs.counted_in(session, caller, run_id, first)
-    stored = _asked(rows) if on_postgresql else _asked_of_sqlite(first)
+    if on_postgresql:
+        settings, stored = first.task_settings, _asked(rows)
+    else:
+        # As the procedure merged them, from the run's settings it answered (merging
+        # them once more in SQL would cost ~25 µs).
+        settings = {**first.settings, **task_row["request"]["settings"]}
+        settings.pop("model", None)
+        stored = _asked_of_sqlite(first)
     if (stored.earlier[-1].seq if stored.earlier else 0) != opened.seq - 1:
         # Messages counted in while the statement waited for the run's lock: committed
         # after the snapshot its read sees. A read now sees them (and the lock keeps
         # any later one out).
         stored = replace(stored, earlier=await _earlier(session, message_row))
-    return Counted(opened, first.task_settings, stored)
+    return Counted(opened, settings, stored)
 
 
 async def _in_one_statement(
@@ -397,13 +397,14 @@ def _store_params(task_row: dict[str, Any], message_row: dict[str, Any]) -> dict
     }
 
 
+_SEQ = operator.itemgetter(1)  # of a message as `_sqlite_procedure` reads it
+
+
 def _asked_of_sqlite(row: Any) -> Asked:
-    earlier = sorted((EarlierMessage(*m) for m in json.loads(row.earlier)), key=_by_seq)
+    read = json.loads(row.earlier)
+    read.sort(key=_SEQ)  # as the procedure read them; `json_group_array` keeps no order
+    earlier = list(map(EarlierMessage._make, read))
     return Asked(bool(row.task_created), bool(row.message_created), earlier)
-
-
-def _by_seq(message: EarlierMessage) -> int:
-    return message.seq
 
 
 def _asked(rows: Sequence[Any]) -> Asked:
