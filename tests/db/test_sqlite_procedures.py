@@ -85,6 +85,13 @@ async def test_the_steps_run_in_order_and_the_call_answers_what_they_wrote(
     assert [(row.n, row.seen) for row in [*first, *second]] == [(1, 1), (2, 2)]
     # Each insert read the count the update before it had just made.
     assert [tuple(row) for row in await _seen_rows(connection)] == [("first", 1), ("second", 2)]
+    # The view and its trigger are the connection's own: nothing in the database file.
+    kept = "SELECT type FROM {} WHERE name LIKE 'counted%' ORDER BY type"
+    assert list(await connection.exec_driver_sql(kept.format("sqlite_temp_master"))) == [
+        ("trigger",),
+        ("view",),
+    ]
+    assert list(await connection.exec_driver_sql(kept.format("sqlite_master"))) == []
 
 
 async def test_a_stop_writes_nothing_more_and_answers_no_row(
