@@ -88,6 +88,8 @@ def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
         # Straight to the inline connection: SQLAlchemy's statement machinery costs more
         # than the BEGIN itself, and every transaction pays it.
         inline: sqlite_inline.InlineConnection = connection.connection.driver_connection
+        # Procedures made in a transaction that may have been rolled back: made again
+        # before this one begins, outside any transaction (db/sqlite_procedures.py).
         sqlite_procedures.settle(inline)
         await_(inline.begin(begin))
 

@@ -19,9 +19,12 @@ answers no row. Nothing the call wrote before it is taken back, so it goes first
 The view and its trigger are TEMP objects, made on a connection the first time a call
 runs there, from the statements of the code that calls them: no migration when those
 change, and nothing in the database file for another version or another tool to find.
-SQLite refuses to rename a table while a trigger names one that is missing, which
-alembic's batch migrations do (a table dropped, its copy renamed), so `forget` drops
-them from a connection before migrations run on it (db/migrate.py).
+They are made through the driver, past SQLAlchemy's statement events: once per
+connection, not per call. Made inside the caller's transaction, they go if it is rolled
+back, so the connection's next BEGIN makes them again first (`settle`, from the engine's
+begin hook). And SQLite refuses to rename a table while a trigger names one that is
+missing, which alembic's batch migrations do (a table dropped, its copy renamed), so
+`forget` drops them from a connection before migrations run on it (db/migrate.py).
 """
 
 from __future__ import annotations

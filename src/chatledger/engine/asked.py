@@ -41,11 +41,11 @@ On SQLite `count_and_store` is one statement too: a procedure (db/sqlite_procedu
 whose steps are the same writes in the same order, first a stop unless the caller has
 the run (then nothing is written and no row answered). The task's settings are merged
 by the step that stores it, key by key as jsonb's `||` merges them (`_merged`). Its
-answer is read once the steps have run: the run's columns, the settings, whether the
-task and the message were stored (a task is stored by this call when it answers this
-call's message: a taken id belongs to another's), and the run's other messages, as one
-JSON array. SQLite runs one write transaction at a time, so no message can come in
-between.
+answer is read once the steps have run: the run's columns (its settings among them, from
+which the planner's copy of the task's settings is merged in Python), whether the task
+and the message were stored (a task is stored by this call when it answers this call's
+message: a taken id belongs to another's), and the run's other messages, as one JSON
+array. SQLite runs one write transaction at a time, so no message can come in between.
 """
 
 from __future__ import annotations
@@ -191,11 +191,11 @@ def _statement(task_columns: tuple[str, ...], counted: CTE | None) -> Prepared:
 
 @functools.cache
 def _sqlite_procedure(task_columns: tuple[str, ...], own: bool) -> Prepared:
-    """`_counting_statement` on SQLite: its writes the steps of a procedure, in the same
-    order (db/sqlite_procedures.py), and what it answers read once they have run but the
-    task's settings (`count_and_store` merges the run's it answers). The step that stores
-    the task merges them as on PostgreSQL, the run's under the turn's own, key by key
-    (`_merged`)."""
+    """`_counting_statement` on SQLite: its writes as the steps of a procedure, in the
+    same order (db/sqlite_procedures.py), and what it answers read once they have run,
+    but for the task's settings (`count_and_store` merges them from the run's). The step
+    that stores the task merges them as on PostgreSQL, the run's under the turn's own,
+    key by key (`_merged`)."""
     this_run = [_runs.c.project_id == bindparam("in_project"), _runs.c.id == bindparam("run")]
     counting = runs.COUNT_MESSAGE
     if own:
