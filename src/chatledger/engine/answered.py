@@ -6,7 +6,7 @@ It is one statement on both databases. On PostgreSQL each statement is a round t
 and a round trip costs this process ~200 µs of CPU (docs/benchmarks.md); there each
 write is a data-modifying CTE:
 
-    ended    UPDATE tasks … WHERE (the guard: not yet ended) RETURNING tasks.*
+    ended    UPDATE tasks … WHERE (the guard: not yet ended) RETURNING its run, owner…
     counted  UPDATE runs … FROM ended           (the run's aggregates, the reply's seq)
     used     INSERT INTO usage_daily … SELECT … FROM ended, counted ON CONFLICT … add
     reply    INSERT INTO messages … SELECT … FROM counted, used
@@ -23,11 +23,15 @@ INSERT into a view whose trigger runs them (db/sqlite_procedures.py), one call i
 library where they were four: first a stop unless the task is not yet ended (the
 guard: then nothing is written and no row answered), then the run, the usage row and
 the reply, each reading the task as not yet ended, and last the task's own transition.
-Its answer, the ended task and the reply's seq, is read once the steps have run.
+Its answer, the reply's seq, is read once the steps have run.
+
+Either way the statement answers no more than whether it ended the task: what the task
+recorded is what it was given (`Answered`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from datetime import UTC
 from typing import Any
 
@@ -37,7 +41,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import bindparam
 
 from chatledger.db.base import table_of
-from chatledger.db.loaded import as_loaded
 from chatledger.db.prepared import Prepared
 from chatledger.db.sqlite_procedures import Procedure, stop_unless
 from chatledger.db.upsert import adding
@@ -72,7 +75,7 @@ def _one_statement() -> Prepared:
         .values(
             {name: bindparam(f"set_{name}", type_=_tasks.c[name].type) for name in _ENDED_COLUMNS}
         )
-        .returning(*_tasks.c)
+        .returning(_tasks.c.project_id, _tasks.c.run_id, _tasks.c.user_id, _tasks.c.model)
         .cte("ended")
     )
     counted = (
@@ -109,7 +112,7 @@ def _one_statement() -> Prepared:
         .cte("reply")
     )
     return Prepared(
-        select(*ended.c, counted.c.message_count.label("reply_seq"))
+        select(counted.c.message_count.label("reply_seq"))
         .select_from(ended.join(counted, true()))
         .add_cte(reply)
     )
@@ -117,8 +120,8 @@ def _one_statement() -> Prepared:
 
 def _sqlite_procedure() -> Prepared:
     """The same statement's steps, one by one, run by SQLite as one statement
-    (db/sqlite_procedures.py), and its answer: the ended task's columns and the reply's
-    seq, read once the steps have run."""
+    (db/sqlite_procedures.py), and its answer: the reply's seq, read once the steps have
+    run."""
     unended = select(_tasks.c.run_id).where(*tasks.UNENDED)
     counted = _runs.c.project_id == bindparam("in_project"), _runs.c.id == bindparam("run")
     usage_row = select(
@@ -158,9 +161,7 @@ def _sqlite_procedure() -> Prepared:
             ),
         ],
     )
-    this_task = _tasks.c.project_id == bindparam("in_project"), _tasks.c.id == bindparam("task")
     return procedure.call(
-        *(select(c).where(*this_task).scalar_subquery().label(c.name) for c in _tasks.c),
         select(_runs.c.message_count).where(*counted).scalar_subquery().label("reply_seq"),
     )
 
@@ -169,15 +170,41 @@ _ANSWERED = _one_statement()
 _ANSWERED_ON_SQLITE = _sqlite_procedure()
 
 
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """What ending a turn's task recorded, as its `usage` event and the turn's result
+    tell it (engine/chat.py): the values the statement wrote, with no ORM object made of
+    the row (~100 µs a reply) nor the row read back."""
+
+    id: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    cache_write_tokens: int
+    usage_estimated: bool
+    cost_nano: int | None
+    price_source: str | None
+    ttft_ms: int | None
+    total_ms: int | None
+
+    @classmethod
+    def of(cls, task: Task) -> Answered:
+        return cls(**{name: getattr(task, name) for name in _ANSWERED_FIELDS})
+
+
+_ANSWERED_FIELDS = tuple(field.name for field in fields(Answered))
+
+
 async def record(
     session: AsyncSession,
     caller: Caller,
     plan: TurnPlan,
     outcome: tasks.Outcome,
     reply: messages.NewMessage,
-) -> tuple[Task, str]:
+) -> tuple[Answered, str]:
     """End the turn's task with `outcome` (completed) and store `reply`, its answer, as
-    the run's next message: the ended task and the reply's id.
+    the run's next message: what the task recorded and the reply's id.
 
     A task ended meanwhile elsewhere (cancelled through the API) is answered as a
     replay or its conflict (`tasks.finish`), and the reply is counted in apart."""
@@ -185,12 +212,13 @@ async def record(
     if ended is not None:
         return ended
     task, _ = await tasks.finish(session, caller, plan.task_id, outcome)
-    return task, await messages.add_reply(session, plan.project_id, plan.run_id, reply)
+    reply_id = await messages.add_reply(session, plan.project_id, plan.run_id, reply)
+    return Answered.of(task), reply_id
 
 
 async def _in_one_statement(
     session: AsyncSession, plan: TurnPlan, outcome: tasks.Outcome, reply: messages.NewMessage
-) -> tuple[Task, str] | None:
+) -> tuple[Answered, str] | None:
     values = await tasks.ending(session, plan.task, outcome)
     at = values["completed_at"]
     tokens = outcome.usage or TokenUsage()
@@ -217,9 +245,7 @@ async def _in_one_statement(
     }
     on_postgresql = session.get_bind().dialect.name == "postgresql"
     statement = _ANSWERED if on_postgresql else _ANSWERED_ON_SQLITE
-    written = (await statement.execute(session, params)).one_or_none()
-    if written is None:
+    if (await statement.execute(session, params)).one_or_none() is None:
         return None
-    task_row = written._asdict()
-    del task_row["reply_seq"]
-    return as_loaded(session, Task, (plan.project_id, plan.task_id), task_row), reply_id
+    answered = {name: values[name] for name in _ANSWERED_FIELDS if name != "id"}
+    return Answered(plan.task_id, **answered), reply_id

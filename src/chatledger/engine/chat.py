@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -331,7 +331,33 @@ async def _mark_failed(session: AsyncSession, plan: TurnPlan, error: dict[str, A
     )
 
 
-def usage_event(task: Task) -> dict[str, Any]:
+class TaskUsage(Protocol):
+    """What a finished task's `usage` event tells (a `Task`, or what a turn's end
+    recorded of it: `answered.Answered`)."""
+
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cached_tokens(self) -> int: ...
+    @property
+    def reasoning_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
+    @property
+    def usage_estimated(self) -> bool: ...
+    @property
+    def cost_nano(self) -> int | None: ...
+    @property
+    def price_source(self) -> str | None: ...
+    @property
+    def ttft_ms(self) -> int | None: ...
+    @property
+    def total_ms(self) -> int | None: ...
+
+
+def usage_event(task: TaskUsage) -> dict[str, Any]:
     """The `usage` event of a finished task (also replayed from the database)."""
     cost = pricing.usd(task.cost_nano)
     return {
