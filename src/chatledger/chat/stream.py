@@ -27,6 +27,7 @@ from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, ServerSentEvent,
 from sqlalchemy import select
 
 from chatledger.db.engine import Database
+from chatledger.engine.answered import Answered
 from chatledger.engine.chat import Turn, usage_event
 from chatledger.engine.events import ChatEvent
 from chatledger.errors import NotFound
@@ -150,7 +151,7 @@ async def replay(
             yield event("error", {"kind": "not_found", "message": "the task was deleted"})
             return
     if task.status == "completed":
-        yield event("usage", usage_event(task))
+        yield event("usage", usage_event(Answered.of(task)))
         done = {"task_id": task.id, "message_id": stored.assistant_message_id}
         yield event("done", done | {"status": "completed"})
     else:

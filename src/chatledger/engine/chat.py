@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -331,34 +331,9 @@ async def _mark_failed(session: AsyncSession, plan: TurnPlan, error: dict[str, A
     )
 
 
-class TaskUsage(Protocol):
-    """What a finished task's `usage` event tells (a `Task`, or what a turn's end
-    recorded of it: `answered.Answered`)."""
-
-    @property
-    def input_tokens(self) -> int: ...
-    @property
-    def output_tokens(self) -> int: ...
-    @property
-    def cached_tokens(self) -> int: ...
-    @property
-    def reasoning_tokens(self) -> int: ...
-    @property
-    def cache_write_tokens(self) -> int: ...
-    @property
-    def usage_estimated(self) -> bool: ...
-    @property
-    def cost_nano(self) -> int | None: ...
-    @property
-    def price_source(self) -> str | None: ...
-    @property
-    def ttft_ms(self) -> int | None: ...
-    @property
-    def total_ms(self) -> int | None: ...
-
-
-def usage_event(task: TaskUsage) -> dict[str, Any]:
-    """The `usage` event of a finished task (also replayed from the database)."""
+def usage_event(task: answered.Answered) -> dict[str, Any]:
+    """The `usage` event of a finished task (also replayed from the database: `Answered.of`
+    a stored task)."""
     cost = pricing.usd(task.cost_nano)
     return {
         "input_tokens": task.input_tokens,
