@@ -321,7 +321,7 @@ async def _end(
     if ended is None:  # ended meanwhile elsewhere: answered as a replay (or its conflict)
         task, _ = await tasks.finish(session, caller, plan.task_id, outcome)
         return task
-    return ended.task
+    return ended
 
 
 async def _mark_failed(session: AsyncSession, plan: TurnPlan, error: dict[str, Any]) -> None:

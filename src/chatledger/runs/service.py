@@ -294,8 +294,9 @@ _usage_columns = (
 _ADD_TASK_USAGE = Prepared(
     update(_runs).where(*_this_run).values(**_task_usage).returning(*_usage_columns)
 )
-# The same, and the task's reply counted in as the run's next message (a chat turn's end;
-# engine/answered.py runs it inside the turn's one statement on PostgreSQL).
+# The same, and the task's reply counted in as the run's next message (a chat turn's end:
+# engine/answered.py runs it inside the turn's one statement, a CTE on PostgreSQL, a
+# procedure's step on SQLite).
 COUNT_TASK_AND_REPLY = (
     update(_runs)
     .where(*_this_run)
@@ -306,7 +307,6 @@ COUNT_TASK_AND_REPLY = (
         last_message_preview=bindparam("preview"),
     )
 )
-_ADD_TASK_USAGE_AND_REPLY = Prepared(COUNT_TASK_AND_REPLY.returning(*_usage_columns, *_counts))
 
 
 async def count_message(
@@ -350,7 +350,8 @@ class EndedTask:
     reply: str | None = None
 
     def params(self) -> dict[str, Any]:
-        """The parameters of `add_task_usage`'s statements and `COUNT_TASK_AND_REPLY`."""
+        """The parameters of `add_task_usage`'s statement, and with `reply` of
+        `COUNT_TASK_AND_REPLY`."""
         params = {
             "in_project": self.project_id,
             "run": self.run_id,
@@ -363,14 +364,8 @@ class EndedTask:
         return params if self.reply is None else {**params, **_counted(self.reply, self.at)}
 
 
-async def add_task_usage(session: AsyncSession, ended: EndedTask) -> int | None:
-    """Count a task that just reached a terminal state into its run, once; and with a
-    reply, the reply as the run's next message in the same statement, whose position
-    (seq) it returns."""
-    params = ended.params()
-    stmt = _ADD_TASK_USAGE if ended.reply is None else _ADD_TASK_USAGE_AND_REPLY
-    written = (await stmt.execute(session, params)).one_or_none()
-    if written is None:
-        return None
-    refresh_if_loaded(session, Run, (ended.project_id, ended.run_id), written._asdict())
-    return written.message_count if ended.reply is not None else None
+async def add_task_usage(session: AsyncSession, ended: EndedTask) -> None:
+    """Count a task that just reached a terminal state into its run, once."""
+    written = (await _ADD_TASK_USAGE.execute(session, ended.params())).one_or_none()
+    if written is not None:
+        refresh_if_loaded(session, Run, (ended.project_id, ended.run_id), written._asdict())

@@ -300,7 +300,7 @@ async def finish(
         return _replayed(task, outcome), False
     ended = await end(session, task, outcome)
     if ended is not None:
-        return ended.task, True
+        return ended, True
     # Another transaction ended it between our read and our update. Our copy was read
     # before that transaction committed: read what it stored (or NotFound, when it was
     # deleted with its run).
@@ -348,22 +348,12 @@ async def ending(session: AsyncSession, task: LiveTask, outcome: Outcome) -> dic
     return values
 
 
-@dataclass(frozen=True)
-class Ended:
-    task: Task
-    reply_seq: int | None = None  # the reply's position in its run, when `end` counted it
-
-
-async def end(
-    session: AsyncSession, task: LiveTask, outcome: Outcome, *, reply: str | None = None
-) -> Ended | None:
+async def end(session: AsyncSession, task: LiveTask, outcome: Outcome) -> Task | None:
     """The terminal transition itself: one guarded UPDATE, and the run's aggregates and
     daily usage moved in the same transaction only when it changed the row. None when
     the guard matched nothing (the task had ended, or is gone); the caller, who knows
-    how it read the task, says what that means.
-
-    With `reply` (the task's answer, about to be stored as a message) the run counts it
-    in the same UPDATE as the task's usage, and the message's position comes back."""
+    how it read the task, says what that means. (A chat turn that answered ends its
+    task and stores its reply in one statement instead: engine/answered.py.)"""
     values = await ending(session, task, outcome)
     guarded, where = _END, dict[str, Any](in_project=task.project_id, task=task.id)
     if outcome.silent_since is not None:
@@ -381,11 +371,10 @@ async def end(
         cost_nano=ended.cost_nano,
         model=ended.model,
         at=values["completed_at"],
-        reply=reply,
     )
-    reply_seq = await runs.add_task_usage(session, counted)
+    await runs.add_task_usage(session, counted)
     await usage.count_task(session, ended)
-    return Ended(ended, reply_seq)
+    return ended
 
 
 def _check_terminal(outcome: Outcome) -> None:
