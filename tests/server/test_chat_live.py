@@ -197,6 +197,19 @@ async def test_a_client_reattaches_after_the_last_event_it_saw(
     assert snapshot[2:] == later
 
 
+async def test_a_replayed_usage_event_is_the_live_one(alice: httpx.AsyncClient) -> None:
+    # The live event tells what the turn gave its task's end (engine/answered.py: nothing
+    # is read back), the replay what the database stored: every field the same.
+    body = {"message": {"content": CONTENT}, "settings": {"delay_ms": 1}}
+    async with alice.stream("POST", "/v1/chat", json=body) as response:
+        live = {e.kind: e.data for e in [event async for event in sse_events(response)]}
+    task_id = live["task"]["id"]
+    async with alice.stream("GET", f"/v1/tasks/{task_id}/stream") as response:
+        replayed = {e.kind: e.data for e in [event async for event in sse_events(response)]}
+    assert replayed["usage"] == live["usage"]
+    assert live["usage"]["cost_usd"] is not None and live["usage"]["ttft_ms"] is not None
+
+
 async def test_a_finished_reply_is_replayed_from_the_database(
     alice: httpx.AsyncClient,
 ) -> None:
