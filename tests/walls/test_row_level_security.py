@@ -201,8 +201,8 @@ def statements(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[t
 
     opening = walls.begin_statement
 
-    def record_opening(quote: Callable[[str], str]) -> str:
-        statement = opening(quote)
+    def record_opening(quote: Callable[[str], str], scope: walls.Scope | None) -> str:
+        statement = opening(quote, scope)
         sent.append((statement, None))
         return statement
 

@@ -12,12 +12,13 @@ the event loop's own thread, a large transaction's commit on a worker thread
 (sqlite_inline.py).
 
 On PostgreSQL a transaction opened while a caller is bound (`walls.acting_as`) starts
-behind that caller's row-level security wall (see walls.py), in the round trip of its
-BEGIN. chatledger's own lookups (`looking_up()`: the API key of every request) run
-outside a transaction, each statement its own: on PostgreSQL one round trip instead of
-three, on SQLite no BEGIN and COMMIT around the read. A pooled connection is
-pinged before use only once it has idled (PING_AFTER_IDLE_S); one lost under a
-transaction makes that transaction `Busy`, and the pool replaces the rest.
+behind that caller's row-level security wall (see walls.py), with its BEGIN, which goes
+with the transaction's first statement (deferred_begin.py). chatledger's own lookups
+(`looking_up()`: the API key of every request) run outside a transaction, each statement
+its own: on PostgreSQL one round trip instead of three, on SQLite no BEGIN and COMMIT
+around the read. A pooled connection is pinged before use only once it has idled
+(PING_AFTER_IDLE_S); one lost under a transaction makes that transaction `Busy`, and the
+pool replaces the rest.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 from sqlalchemy.util.concurrency import await_, greenlet_spawn, in_greenlet
 
-from chatledger.db import sqlite_inline, sqlite_procedures, walls
+from chatledger.db import deferred_begin, sqlite_inline, sqlite_procedures, walls
 from chatledger.errors import Busy
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -115,34 +116,46 @@ PING_AFTER_IDLE_S = 1.0
 def _postgres_engine(url: URL) -> AsyncEngine:
     # The driver never opens a transaction by itself (autocommit); `_begin` below does,
     # where SQLAlchemy asks the driver to begin one: psycopg's own BEGIN would be a round
-    # trip of its own, then the wall's settings another. psycopg still sends COMMIT or
-    # ROLLBACK for a transaction that is open.
+    # trip of its own, then the wall's settings another, where ours goes with the
+    # transaction's first statement. psycopg still sends COMMIT or ROLLBACK for a
+    # transaction that is open.
     engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    # Here, not at the top: a server on SQLite need not load the driver.
-    from psycopg import sql as psycopg_sql
+    dialect = engine.sync_engine.dialect
 
-    def _begin(dbapi_connection: Any) -> None:
+    def _begin(connection: Any) -> None:
         if _looking_up.get() and walls.bound() is None:
             return
-        driver = dbapi_connection.driver_connection
+        # Sent with the transaction's first statement, in its round trip where that is a
+        # prepared one (db/deferred_begin.py); the wall is the caller bound now.
+        deferred_begin.defer(connection, walls.bound())
 
-        def quote(value: str) -> str:
-            return psycopg_sql.Literal(value).as_string(driver)
+    def _ending(end: Callable[[Any], None]) -> Callable[[Any], None]:
+        def ended(connection: Any) -> None:
+            deferred_begin.drop(connection)  # a transaction that sent nothing
+            end(connection)
 
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(walls.begin_statement(quote))  # no parameters: a simple query
-        finally:
-            cursor.close()
+        return ended
 
-    # The dialect's own method, on this engine's dialect only: its errors are handled as
-    # every statement's are (a lost connection invalidated, then `Busy`).
-    engine.sync_engine.dialect.do_begin = _begin  # type: ignore[method-assign]
+    # The dialect's own methods, on this engine's dialect only.
+    dialect.do_begin = _begin  # type: ignore[method-assign,assignment]
+    dialect.do_commit = _ending(dialect.do_commit)  # type: ignore[method-assign,assignment]
+    dialect.do_rollback = _ending(dialect.do_rollback)  # type: ignore[method-assign,assignment]
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _on_statement(connection: Any, *_: Any) -> None:
+        # A statement of SQLAlchemy's opens its transaction first, if still to open. Its
+        # errors are handled as the statement's (a lost connection invalidated, then
+        # `Busy`).
+        begin = deferred_begin.take(connection.connection)
+        if begin is not None:
+            await_(deferred_begin.send(connection.connection, begin))
+
     pool_events = engine.sync_engine.pool
 
     @event.listens_for(pool_events, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
         record.info["idle_since"] = time.monotonic()
+        deferred_begin.drop(record)
 
     @event.listens_for(pool_events, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:

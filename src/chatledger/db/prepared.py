@@ -12,8 +12,9 @@ it (docs/benchmarks.md, a ninth session).
 `Prepared` compiles its statement once per database (dialect), with that dialect's own
 type processors for its parameters and returned columns, and then runs it on the
 session's connection, inside the session's transaction: the BEGIN (and on PostgreSQL
-the wall) is SQLAlchemy's as for every statement. What SQLAlchemy does around a
-statement that matters here is kept:
+the wall) is SQLAlchemy's as for every statement, and on PostgreSQL, when this is the
+transaction's first statement, sent in one pipeline with it (db/deferred_begin.py).
+What SQLAlchemy does around a statement that matters here is kept:
 
 - the session's pending changes are flushed first (autoflush), as `session.execute`
   would;
@@ -43,7 +44,7 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import ValuesBase
 
-from chatledger.db import driver_rows, interrupted
+from chatledger.db import deferred_begin, driver_rows, interrupted
 
 Process = Callable[[Any], Any]
 Ready = Callable[[Connection], None]
@@ -86,10 +87,17 @@ class Prepared:
         assert driver is not None
         cursor = driver.cursor()
         statement = compiled.sql
+        # Taken before the listeners are told: they would send it on its own.
+        begin = deferred_begin.take(sync.connection)
         for before in sync.dispatch.before_cursor_execute:
             statement, parameters = before(sync, cursor, statement, parameters, None, False)
         try:
-            await cursor.execute(statement, parameters)
+            if begin is None:
+                await cursor.execute(statement, parameters)
+            else:  # its transaction opens in the statement's round trip
+                async with driver.pipeline():
+                    await deferred_begin.queue(driver, begin)
+                    await cursor.execute(statement, parameters)
             rows = await cursor.fetchall() if compiled.returns_rows else ()
             rowcount = cursor.rowcount
         except Exception as exc:

@@ -44,7 +44,8 @@ _bound: ContextVar[Scope | None] = ContextVar("chatledger_caller", default=None)
 
 # The role and the caller, all local to the transaction (`true`), so they end with it and
 # a pooled connection never carries them to the next. set_config('role', …) is SET LOCAL
-# ROLE in a form that takes values. Sent with the BEGIN itself (`begin_statement`).
+# ROLE in a form that takes values. Sent with the BEGIN itself (`begin_statement`,
+# `entering`).
 _ENTER = (
     "SELECT set_config('role', {role}, true),"
     " set_config('chatledger.project_id', {project_id}, true),"
@@ -84,18 +85,30 @@ def role_of(scope: Scope) -> str:
     return PROJECT_CALLER_ROLE if scope.sees_all else CALLER_ROLE
 
 
-def begin_statement(quote: Callable[[str], str]) -> str:
-    """What opens a PostgreSQL transaction (db/engine.py): BEGIN, and with a caller bound
-    the wall around them, in one round trip. A simple query cannot take parameters, so
-    the values are spelled as literals by `quote` (the driver's quoting)."""
-    scope = _bound.get()
+def begin_statement(quote: Callable[[str], str], scope: Scope | None) -> str:
+    """What opens a PostgreSQL transaction for `scope` (None: chatledger's own) as one
+    simple query: BEGIN, and with a caller the wall around them, in one round trip. A
+    simple query cannot take parameters, so the values are spelled as literals by `quote`
+    (the driver's quoting)."""
     if scope is None:
         return "BEGIN"
-    values = {
+    values = _settings(scope)
+    return "BEGIN; " + _ENTER.format_map({name: quote(v) for name, v in values.items()})
+
+
+def entering(scope: Scope) -> tuple[str, dict[str, str]]:
+    """The wall's settings for `scope` as a statement with parameters (psycopg's named
+    placeholders), for a transaction opened in a pipeline (db/deferred_begin.py): the
+    same statement for every caller, which the driver can prepare."""
+    values = _settings(scope)
+    return _ENTER.format_map({name: f"%({name})s" for name in values}), values
+
+
+def _settings(scope: Scope) -> dict[str, str]:
+    return {
         "role": role_of(scope),
         "project_id": scope.project_id,
         "user_id": scope.user_id,
         "sees_all": "on" if scope.sees_all else "off",
         "key_kind": scope.key_kind,
     }
-    return "BEGIN; " + _ENTER.format_map({name: quote(v) for name, v in values.items()})

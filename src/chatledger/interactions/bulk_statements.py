@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import String
 
-from chatledger.db import driver_rows, interrupted, walls
+from chatledger.db import deferred_begin, driver_rows, interrupted, walls
 from chatledger.db.prepared import Prepared
 
 # Ids per statement: far below every database's limit on bound parameters.
@@ -146,6 +146,9 @@ async def _copy(session: AsyncSession, table: Table, columns: driver_rows.Column
     staged = walls.bound() is not None
     target = f'"staged_{table.name}"' if staged else f'"{table.name}"'
     try:
+        # The batch's lookups opened its transaction; were they ever to go, the COPY
+        # must not run outside it.
+        await deferred_begin.send_if_deferred(raw)
         async with driver.cursor() as cursor:
             if staged:
                 await cursor.execute(

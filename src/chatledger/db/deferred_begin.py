@@ -1,0 +1,94 @@
+"""A PostgreSQL transaction's BEGIN, sent with its first statement.
+
+A transaction on PostgreSQL opened with a round trip of its own (BEGIN, and for a
+caller the wall's settings: walls.py), then its statements, then COMMIT. A chat turn's
+start and its end are one statement each, so each cost three round trips, and under a
+busy event loop each round trip is a wait for the loop's next turns: before the first
+token and before `done` (docs/benchmarks.md, a sixteenth session).
+
+Now the engine's BEGIN (the dialect's `do_begin`, db/engine.py) only notes what the
+transaction must open with, on the pooled connection, and its first statement sends it:
+
+- a statement of SQLAlchemy's sends it just before itself (`before_cursor_execute`), one
+  simple query as before: a round trip, no more than before;
+- a prepared statement (db/prepared.py) queues it in one pipeline with itself: BEGIN, the
+  wall and the statement in one round trip;
+- a statement sent past SQLAlchemy (batch ingest's COPY) sends it first
+  (`send_if_deferred`).
+
+A transaction that sends nothing sends no BEGIN, and then its COMMIT or ROLLBACK nothing
+either: psycopg sends them only for a transaction that is open. What is noted is dropped
+when the transaction ends (`drop`, from the dialect's commit and rollback) and when the
+connection goes back to the pool, so that a statement outside any transaction (a lookup,
+db/engine.py) never opens one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+from chatledger.db import walls
+
+# Where a pooled connection keeps what its transaction opens with.
+_KEY = "chatledger.deferred_begin"
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    """What a transaction opens with: BEGIN, behind the wall of `scope` if one was bound
+    when it began (None: chatledger's own work)."""
+
+    scope: walls.Scope | None
+
+
+def defer(connection: PoolProxiedConnection, scope: walls.Scope | None) -> None:
+    connection.info[_KEY] = Begin(scope)
+
+
+def take(connection: PoolProxiedConnection) -> Begin | None:
+    """What the connection's transaction still has to open with, now the caller's to
+    send; None once sent, or outside a transaction."""
+    begin: Begin | None = connection.info.pop(_KEY, None)
+    return begin
+
+
+def drop(connection: PoolProxiedConnection | ConnectionPoolEntry) -> None:
+    try:
+        info = connection.info
+    except NotImplementedError:  # the pool's stand-in on a first connect: no transaction
+        return
+    info.pop(_KEY, None)
+
+
+async def send(connection: PoolProxiedConnection, begin: Begin) -> None:
+    """Open the connection's transaction now (`begin`, taken from it): one simple query
+    (no parameters, so the wall's values are spelled as literals)."""
+    # Imported here: a server on SQLite need not load the driver.
+    from psycopg import sql
+
+    driver: Any = connection.driver_connection
+
+    def quote(value: str) -> str:
+        return sql.Literal(value).as_string(driver)
+
+    await driver.execute(walls.begin_statement(quote, begin.scope), prepare=False)
+
+
+async def send_if_deferred(connection: PoolProxiedConnection) -> None:
+    """`send`, if the connection's transaction is still to open."""
+    begin = take(connection)
+    if begin is not None:
+        await send(connection, begin)
+
+
+async def queue(driver: Any, begin: Begin) -> None:
+    """Queue the BEGIN and the wall on `driver`, in pipeline mode: they go to the server
+    with the statement queued after them, in its round trip. The wall as a statement
+    with parameters, the same for every caller, so that psycopg can prepare it."""
+    await driver.execute("BEGIN", prepare=False)
+    if begin.scope is not None:
+        statement, values = walls.entering(begin.scope)
+        await driver.execute(statement, values)
