@@ -153,3 +153,29 @@ async def test_a_pipeline_cut_off_invalidates_its_connection(ledger: Ledger) -> 
     assert ledger.database.write_engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     async with ledger.database.transaction() as session:
         assert await session.scalar(text("SELECT pg_backend_pid()")) not in backends
+
+
+async def test_a_begin_that_never_left_is_sent_by_the_next_statement(ledger: Ledger) -> None:
+    """A prepared statement refused before it reached the server (here by a statement
+    listener) leaves its transaction still to open: a caller that goes on after the error
+    runs its next statement inside it, behind its wall, not outside both."""
+
+    class Refused(Exception):
+        pass
+
+    def refuse(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "pg_sleep" in statement:
+            raise Refused
+
+    engine = ledger.database.write_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", refuse)
+    try:
+        with walls.acting_as(Caller("a-project", "a-user")):
+            async with ledger.database.transaction() as session:
+                with pytest.raises(Refused):
+                    await _SLEEP.execute(session, {"s": 0})
+                wall = text("SELECT current_setting('chatledger.user_id', true)")
+                assert await session.scalar(wall) == "a-user"
+                assert _in_transaction(await (await session.connection()).get_raw_connection())
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse)

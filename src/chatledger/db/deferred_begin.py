@@ -25,6 +25,8 @@ db/engine.py) never opens one.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +52,32 @@ def defer(connection: PoolProxiedConnection, scope: walls.Scope | None) -> None:
 
 def take(connection: PoolProxiedConnection) -> Begin | None:
     """What the connection's transaction still has to open with, now the caller's to
-    send; None once sent, or outside a transaction."""
+    send; None once sent, or outside a transaction. See `taken`."""
     begin: Begin | None = connection.info.pop(_KEY, None)
     return begin
+
+
+@contextlib.contextmanager
+def taken(connection: PoolProxiedConnection) -> Iterator[Begin | None]:
+    """`take` for the block, which sends it: noted again if the block fails before it
+    reached the server, so that no later statement of the transaction (a caller that
+    goes on after an error) runs outside it, and outside the caller's wall."""
+    begin = take(connection)
+    try:
+        yield begin
+    except BaseException:
+        if begin is not None and _never_opened(connection):
+            connection.info[_KEY] = begin
+        raise
+
+
+def _never_opened(connection: PoolProxiedConnection) -> bool:
+    from psycopg.pq import TransactionStatus
+
+    driver: Any = connection.driver_connection
+    if driver is None:  # invalidated: the pool replaces it
+        return False
+    return bool(driver.info.transaction_status == TransactionStatus.IDLE)
 
 
 def drop(connection: PoolProxiedConnection | ConnectionPoolEntry) -> None:
@@ -79,9 +104,9 @@ async def send(connection: PoolProxiedConnection, begin: Begin) -> None:
 
 async def send_if_deferred(connection: PoolProxiedConnection) -> None:
     """`send`, if the connection's transaction is still to open."""
-    begin = take(connection)
-    if begin is not None:
-        await send(connection, begin)
+    with taken(connection) as begin:
+        if begin is not None:
+            await send(connection, begin)
 
 
 async def queue(driver: Any, begin: Begin) -> None:

@@ -146,9 +146,9 @@ def _postgres_engine(url: URL) -> AsyncEngine:
         # A statement of SQLAlchemy's opens its transaction first, if still to open. Its
         # errors are handled as the statement's (a lost connection invalidated, then
         # `Busy`).
-        begin = deferred_begin.take(connection.connection)
-        if begin is not None:
-            await_(deferred_begin.send(connection.connection, begin))
+        with deferred_begin.taken(connection.connection) as begin:
+            if begin is not None:
+                await_(deferred_begin.send(connection.connection, begin))
 
     pool_events = engine.sync_engine.pool
 

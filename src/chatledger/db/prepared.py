@@ -87,27 +87,23 @@ class Prepared:
         assert driver is not None
         cursor = driver.cursor()
         statement = compiled.sql
-        # Taken before the listeners are told: they would send it on its own.
-        begin = deferred_begin.take(sync.connection)
-        for before in sync.dispatch.before_cursor_execute:
-            statement, parameters = before(sync, cursor, statement, parameters, None, False)
-        try:
-            if begin is None:
-                await cursor.execute(statement, parameters)
-            else:  # its transaction opens in the statement's round trip
-                async with driver.pipeline():
-                    await deferred_begin.queue(driver, begin)
-                    await cursor.execute(statement, parameters)
-            rows = await cursor.fetchall() if compiled.returns_rows else ()
-            rowcount = cursor.rowcount
-        except Exception as exc:
-            await _raise_as_sqlalchemy(session, sync, exc, statement, parameters)
-            raise  # not a driver error: as it is
-        except BaseException as exc:  # cancelled mid-statement
-            await interrupted.invalidate_if_cut_off(sync, exc)
-            raise
-        finally:
-            await cursor.close()
+        # Taken before the listeners are told, who would send it on its own; then sent
+        # with the statement (db/deferred_begin.py).
+        with deferred_begin.taken(sync.connection) as begin:
+            for before in sync.dispatch.before_cursor_execute:
+                statement, parameters = before(sync, cursor, statement, parameters, None, False)
+            try:
+                await _send(driver, cursor, statement, parameters, begin)
+                rows = await cursor.fetchall() if compiled.returns_rows else ()
+                rowcount = cursor.rowcount
+            except Exception as exc:
+                await _raise_as_sqlalchemy(session, sync, exc, statement, parameters)
+                raise  # not a driver error: as it is
+            except BaseException as exc:  # cancelled mid-statement
+                await interrupted.invalidate_if_cut_off(sync, exc)
+                raise
+            finally:
+                await cursor.close()
         for after in sync.dispatch.after_cursor_execute:
             after(sync, cursor, statement, parameters, None, False)
         return Written([compiled.row(row) for row in rows], rowcount)
@@ -217,6 +213,18 @@ def _row_maker(columns: list[Any], dialect: Dialect) -> Callable[[Sequence[Any]]
         return Row._make(processed)
 
     return row
+
+
+async def _send(
+    driver: Any, cursor: Any, statement: str, parameters: Any, begin: deferred_begin.Begin | None
+) -> None:
+    if begin is None:
+        await cursor.execute(statement, parameters)
+        return
+    # The statement opens its transaction: BEGIN and the wall go in its round trip.
+    async with driver.pipeline():
+        await deferred_begin.queue(driver, begin)
+        await cursor.execute(statement, parameters)
 
 
 # Where a session keeps the connection of its transaction (`Session.info`).
