@@ -192,7 +192,9 @@ async def test_writes_past_the_wall_change_nothing(
 def statements(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, Any]]]:
     """Every statement the app's database sends, with its parameters, in order; the
     statement that opens a transaction (BEGIN, and the wall's settings with it: sent to
-    the driver directly, unseen by SQLAlchemy's events) with None for parameters."""
+    the driver directly, unseen by SQLAlchemy's events) with None for parameters, where
+    a statement of SQLAlchemy's opens it. (A prepared statement opens its transaction in
+    its own pipeline, with `walls.entering`: tests/db/test_deferred_begin.py.)"""
     sent: list[tuple[str, Any]] = []
     engine = database_of(app).write_engine.sync_engine
 
