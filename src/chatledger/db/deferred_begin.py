@@ -50,19 +50,13 @@ def defer(connection: PoolProxiedConnection, scope: walls.Scope | None) -> None:
     connection.info[_KEY] = Begin(scope)
 
 
-def take(connection: PoolProxiedConnection) -> Begin | None:
-    """What the connection's transaction still has to open with, now the caller's to
-    send; None once sent, or outside a transaction. See `taken`."""
-    begin: Begin | None = connection.info.pop(_KEY, None)
-    return begin
-
-
 @contextlib.contextmanager
 def taken(connection: PoolProxiedConnection) -> Iterator[Begin | None]:
-    """`take` for the block, which sends it: noted again if the block fails before it
-    reached the server, so that no later statement of the transaction (a caller that
-    goes on after an error) runs outside it, and outside the caller's wall."""
-    begin = take(connection)
+    """What the connection's transaction still has to open with (None once sent, or
+    outside a transaction), now the block's to send: noted again if the block fails
+    before it reached the server, so that no later statement of the transaction (a
+    caller that goes on after an error) runs outside it, and outside the caller's wall."""
+    begin: Begin | None = connection.info.pop(_KEY, None)
     try:
         yield begin
     except BaseException:

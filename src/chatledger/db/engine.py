@@ -145,7 +145,8 @@ def _postgres_engine(url: URL) -> AsyncEngine:
     def _on_statement(connection: Any, *_: Any) -> None:
         # A statement of SQLAlchemy's opens its transaction first, if still to open. Its
         # errors are handled as the statement's (a lost connection invalidated, then
-        # `Busy`).
+        # `Busy`). Looked at before any `await_`: `send_if_deferred` through it would
+        # switch greenlets on every statement.
         with deferred_begin.taken(connection.connection) as begin:
             if begin is not None:
                 await_(deferred_begin.send(connection.connection, begin))
