@@ -34,6 +34,7 @@ from bench.common import (
     report,
 )
 from chatledger.config import Settings
+from chatledger.db import deferred_begin
 from chatledger.db.engine import Database
 from chatledger.server.app import create_app
 
@@ -65,9 +66,11 @@ class StatementCounter:
             self._wrote.add(id(conn))
 
     def _commit(self, conn: Any) -> None:
-        if not _driver_in_transaction(conn):
+        committed = deferred_begin.committed_with_last(conn.connection)
+        if not (committed or _driver_in_transaction(conn)):
             # SQLAlchemy's commit of a PostgreSQL key lookup, which ran without a
-            # transaction (`Database.looking_up()`): the driver sends nothing.
+            # transaction (`Database.looking_up()`): the driver sends nothing. One
+            # committed with its last statement (db/deferred_begin.py) sent its COMMIT.
             return
         self.kinds["(commit)"] += 1
         if id(conn) in self._wrote:

@@ -14,10 +14,12 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import bindparam, event, func, select, text
+from sqlalchemy.exc import InvalidRequestError
 
 from chatledger import Ledger
 from chatledger.db import walls
 from chatledger.db.prepared import Prepared
+from chatledger.engine.chat import ChatEngine
 from chatledger.tenants.caller import Caller
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -179,3 +181,95 @@ async def test_a_begin_that_never_left_is_sent_by_the_next_statement(ledger: Led
                 assert _in_transaction(await (await session.connection()).get_raw_connection())
     finally:
         event.remove(engine, "before_cursor_execute", refuse)
+
+
+_TXID = Prepared(select(func.txid_current().label("txid")))
+
+
+async def _status(ledger: Ledger, txid: int) -> str:
+    async with ledger.database.transaction() as session:
+        status: str = await session.scalar(text("SELECT txid_status(:t)"), {"t": txid})
+    return status
+
+
+async def test_a_last_statement_commits_in_its_round_trip(ledger: Ledger) -> None:
+    """BEGIN, the wall, the statement and COMMIT in one round trip; SQLAlchemy's own
+    commit at the block's end then sends nothing."""
+    with _round_trips(ledger) as round_trips, walls.acting_as(Caller("a-project", "a-user")):
+        async with ledger.database.transaction() as session:
+            written = await _TXID.execute(session, {}, last=True)
+            assert written.committed
+            assert not _in_transaction(await (await session.connection()).get_raw_connection())
+    assert round_trips == [1]
+    assert await _status(ledger, written.rows[0].txid) == "committed"
+
+
+async def test_a_last_statement_after_others_commits_with_itself(ledger: Ledger) -> None:
+    """An open transaction's last statement: itself and COMMIT in one round trip."""
+    with _round_trips(ledger) as round_trips, walls.acting_as(Caller("a-project", "a-user")):
+        async with ledger.database.transaction() as session:
+            txid = await session.scalar(text("SELECT txid_current()"))
+            assert (await _WALL.execute(session, {"echo": 1}, last=True)).rows[0].user_id == (
+                "a-user"
+            )
+    assert round_trips == [3]  # BEGIN, the first statement, the last with COMMIT
+    assert await _status(ledger, txid) == "committed"
+
+
+async def test_nothing_runs_after_the_last_statement(ledger: Ledger) -> None:
+    """A statement after the last (SQLAlchemy's or prepared) is refused, before it is
+    sent: on a connection with no transaction open it would commit on its own, outside
+    the caller's wall. What the last statement committed stays; the pooled connection
+    opens its next transaction as ever."""
+    for late in (
+        lambda session: session.execute(text("SELECT 1")),
+        lambda session: _WALL.execute(session, {"echo": 1}),
+    ):
+        with walls.acting_as(Caller("a-project", "a-user")):
+            with pytest.raises(InvalidRequestError, match="committed with its last statement"):
+                async with ledger.database.transaction() as session:
+                    written = await _TXID.execute(session, {}, last=True)
+                    await late(session)
+            assert await _status(ledger, written.rows[0].txid) == "committed"
+            async with ledger.database.transaction() as session:
+                await session.execute(text("SELECT 1"))
+                assert _in_transaction(await (await session.connection()).get_raw_connection())
+
+
+async def test_a_refused_last_statement_commits_nothing(ledger: Ledger) -> None:
+    """The server skips the COMMIT queued after a statement that fails: the block rolls
+    the transaction back, with what ran before it, and the connection serves again."""
+    refused = Prepared(select((bindparam("n") / 0).label("never")))
+    for _ in range(3):
+        with pytest.raises(Exception, match="division by zero"):
+            async with ledger.database.transaction() as session:
+                txid = await session.scalar(text("SELECT txid_current()"))
+                await refused.execute(session, {"n": 1}, last=True)
+        assert await _status(ledger, txid) == "aborted"
+
+
+async def test_a_turns_end_is_one_round_trip(ledger: Ledger) -> None:
+    """A chat turn's end with its reply, on a new message: BEGIN to COMMIT in one round
+    trip (two before: the statement's pipeline, then COMMIT)."""
+    first = await (await ledger.chat("warm up", model="echo")).result()  # statements prepared
+    ends: list[int] = []
+    finish = ChatEngine._record_success
+
+    async def counted(self: ChatEngine, *args: Any) -> Any:
+        with _round_trips(ledger) as round_trips:
+            result = await finish(self, *args)
+        ends.extend(round_trips)
+        return result
+
+    ChatEngine._record_success = counted  # type: ignore[method-assign]
+    try:
+        turn = await ledger.chat("and again", model="echo", run_id=first.run_id)
+        result = await turn.result()
+    finally:
+        ChatEngine._record_success = finish  # type: ignore[method-assign]
+    assert result.status == "completed"
+    assert ends == [1]
+    stored = await ledger.get_run(first.run_id)
+    assert [m.content for m in stored.messages][-2:] == ["and again", result.text]
+    assert stored.run.message_count == 4
+    assert [t.status for t in stored.tasks] == ["completed", "completed"]

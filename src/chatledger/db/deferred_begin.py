@@ -21,6 +21,13 @@ either: psycopg sends them only for a transaction that is open. What is noted is
 when the transaction ends (`drop`, from the dialect's commit and rollback) and when the
 connection goes back to the pool, so that a statement outside any transaction (a lookup,
 db/engine.py) never opens one.
+
+The other end: a prepared statement its caller says is the transaction's last
+(`Prepared.execute(last=True)`) queues COMMIT after itself, in the same pipeline: a
+chat turn's end, BEGIN to COMMIT, is then one round trip. SQLAlchemy still holds the
+transaction open until its own commit, which finds nothing open and sends nothing; what
+would run in between (a statement, a flush) is refused (`refuse_if_committed`): on a
+connection with no transaction open it would commit on its own, outside the wall.
 """
 
 from __future__ import annotations
@@ -30,12 +37,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from chatledger.db import walls
 
 # Where a pooled connection keeps what its transaction opens with.
 _KEY = "chatledger.deferred_begin"
+# Where it notes that its transaction was committed with its last statement.
+_COMMITTED = "chatledger.committed_with_last"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +90,27 @@ def drop(connection: PoolProxiedConnection | ConnectionPoolEntry) -> None:
     except NotImplementedError:  # the pool's stand-in on a first connect: no transaction
         return
     info.pop(_KEY, None)
+    info.pop(_COMMITTED, None)
+
+
+def committed(connection: PoolProxiedConnection) -> None:
+    """Note that the connection's transaction was committed with its last statement."""
+    connection.info[_COMMITTED] = True
+
+
+def committed_with_last(connection: PoolProxiedConnection) -> bool:
+    """Whether the connection's transaction was committed with its last statement (until
+    the transaction's end in SQLAlchemy)."""
+    return _COMMITTED in connection.info
+
+
+def refuse_if_committed(connection: PoolProxiedConnection) -> None:
+    """Raise rather than send a statement into a transaction committed already."""
+    if committed_with_last(connection):
+        raise InvalidRequestError(
+            "the transaction was committed with its last statement: nothing more may run "
+            "in it (Prepared.execute(last=True))"
+        )
 
 
 async def send(connection: PoolProxiedConnection, begin: Begin) -> None:
@@ -98,6 +129,7 @@ async def send(connection: PoolProxiedConnection, begin: Begin) -> None:
 
 async def send_if_deferred(connection: PoolProxiedConnection) -> None:
     """`send`, if the connection's transaction is still to open."""
+    refuse_if_committed(connection)
     with taken(connection) as begin:
         if begin is not None:
             await send(connection, begin)

@@ -147,6 +147,7 @@ def _postgres_engine(url: URL) -> AsyncEngine:
         # errors are handled as the statement's (a lost connection invalidated, then
         # `Busy`). Looked at before any `await_`: `send_if_deferred` through it would
         # switch greenlets on every statement.
+        deferred_begin.refuse_if_committed(connection.connection)
         with deferred_begin.taken(connection.connection) as begin:
             if begin is not None:
                 await_(deferred_begin.send(connection.connection, begin))

@@ -13,7 +13,8 @@ it (docs/benchmarks.md, a ninth session).
 type processors for its parameters and returned columns, and then runs it on the
 session's connection, inside the session's transaction: the BEGIN (and on PostgreSQL
 the wall) is SQLAlchemy's as for every statement, and on PostgreSQL, when this is the
-transaction's first statement, sent in one pipeline with it (db/deferred_begin.py).
+transaction's first statement, sent in one pipeline with it (db/deferred_begin.py); so is
+the COMMIT, when the caller says this is the transaction's last (`last=True`).
 What SQLAlchemy does around a statement that matters here is kept:
 
 - the session's pending changes are flushed first (autoflush), as `session.execute`
@@ -57,6 +58,8 @@ class Written:
 
     rows: Sequence[Any]
     rowcount: int
+    # The transaction was committed with the statement (`Prepared.execute(last=True)`).
+    committed: bool = False
 
     def one_or_none(self) -> Any:
         if len(self.rows) > 1:
@@ -75,10 +78,18 @@ class Prepared:
         self._ready = ready
         self._compiled: dict[tuple[str, frozenset[str]], _Compiled] = {}
 
-    async def execute(self, session: AsyncSession, params: Mapping[str, Any]) -> Written:
+    async def execute(
+        self, session: AsyncSession, params: Mapping[str, Any], *, last: bool = False
+    ) -> Written:
+        """Run the statement in the session's transaction. `last`: nothing else runs in
+        that transaction: on PostgreSQL its COMMIT goes in the statement's round trip,
+        and SQLAlchemy's own commit then sends nothing (a statement sent after it is
+        refused); elsewhere the transaction commits when its session does."""
         if session.autoflush and (session.new or session.dirty or session.deleted):
             await session.flush()
         sync = await _connection(session)
+        deferred_begin.refuse_if_committed(sync.connection)
+        commits = last and sync.dialect.name == "postgresql"
         if self._ready is not None:
             self._ready(sync)
         compiled = self._compiled_for(sync.dialect, params)
@@ -93,7 +104,7 @@ class Prepared:
             for before in sync.dispatch.before_cursor_execute:
                 statement, parameters = before(sync, cursor, statement, parameters, None, False)
             try:
-                await _send(driver, cursor, statement, parameters, begin)
+                await _send(driver, cursor, statement, parameters, begin, commits)
                 rows = await cursor.fetchall() if compiled.returns_rows else ()
                 rowcount = cursor.rowcount
             except Exception as exc:
@@ -104,9 +115,11 @@ class Prepared:
                 raise
             finally:
                 await cursor.close()
+        if commits:
+            deferred_begin.committed(sync.connection)
         for after in sync.dispatch.after_cursor_execute:
             after(sync, cursor, statement, parameters, None, False)
-        return Written([compiled.row(row) for row in rows], rowcount)
+        return Written([compiled.row(row) for row in rows], rowcount, commits)
 
     def _compiled_for(self, dialect: Dialect, params: Mapping[str, Any]) -> _Compiled:
         key = (dialect.name, frozenset(params))
@@ -216,15 +229,26 @@ def _row_maker(columns: list[Any], dialect: Dialect) -> Callable[[Sequence[Any]]
 
 
 async def _send(
-    driver: Any, cursor: Any, statement: str, parameters: Any, begin: deferred_begin.Begin | None
+    driver: Any,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    begin: deferred_begin.Begin | None,
+    commits: bool,
 ) -> None:
-    if begin is None:
+    if begin is None and not commits:
         await cursor.execute(statement, parameters)
         return
-    # The statement opens its transaction: BEGIN and the wall go in its round trip.
+    # The statement opens its transaction, or ends it, or both: BEGIN and the wall,
+    # COMMIT, go in its round trip. Should the statement fail, the server skips the
+    # COMMIT queued after it (the pipeline is aborted) and the transaction stays open
+    # for the caller's rollback.
     async with driver.pipeline():
-        await deferred_begin.queue(driver, begin)
+        if begin is not None:
+            await deferred_begin.queue(driver, begin)
         await cursor.execute(statement, parameters)
+        if commits:
+            await driver.execute("COMMIT", prepare=False)
 
 
 # Where a session keeps the connection of its transaction (`Session.info`).

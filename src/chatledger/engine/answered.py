@@ -202,13 +202,17 @@ async def record(
     plan: TurnPlan,
     outcome: tasks.Outcome,
     reply: messages.NewMessage,
+    *,
+    last: bool = False,
 ) -> tuple[Answered, str]:
     """End the turn's task with `outcome` (completed) and store `reply`, its answer, as
-    the run's next message: what the task recorded and the reply's id.
+    the run's next message: what the task recorded and the reply's id. `last`: nothing
+    else is written in the session's transaction, which may then commit with the
+    statement (`Prepared.execute`).
 
     A task ended meanwhile elsewhere (cancelled through the API) is answered as a
     replay or its conflict (`tasks.finish`), and the reply is counted in apart."""
-    ended = await _in_one_statement(session, plan, outcome, reply)
+    ended = await _in_one_statement(session, plan, outcome, reply, last)
     if ended is not None:
         return ended
     task, _ = await tasks.finish(session, caller, plan.task_id, outcome)
@@ -217,7 +221,11 @@ async def record(
 
 
 async def _in_one_statement(
-    session: AsyncSession, plan: TurnPlan, outcome: tasks.Outcome, reply: messages.NewMessage
+    session: AsyncSession,
+    plan: TurnPlan,
+    outcome: tasks.Outcome,
+    reply: messages.NewMessage,
+    last: bool,
 ) -> tuple[Answered, str] | None:
     values = await tasks.ending(session, plan.task, outcome)
     at = values["completed_at"]
@@ -245,7 +253,12 @@ async def _in_one_statement(
     }
     on_postgresql = session.get_bind().dialect.name == "postgresql"
     statement = _ANSWERED if on_postgresql else _ANSWERED_ON_SQLITE
-    if (await statement.execute(session, params)).one_or_none() is None:
+    written = await statement.execute(session, params, last=last)
+    if written.one_or_none() is None:
+        if written.committed:
+            # It wrote nothing (the task had ended), and its transaction is over: what
+            # `record` writes instead goes in a transaction of its own.
+            await session.commit()
         return None
     answered = {name: values[name] for name in _ANSWERED_FIELDS if name != "id"}
     return Answered(plan.task_id, **answered), reply_id

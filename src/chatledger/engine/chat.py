@@ -250,8 +250,12 @@ class ChatEngine:
             created_at=at,
         )
         async with self.database.transaction() as session:
-            task, assistant_id = await answered.record(session, caller, plan, outcome, reply)
-            if not plan.new_message:  # a retried message may say its last reply failed
+            # A retried message may say its last reply failed: one more statement.
+            last = plan.new_message
+            task, assistant_id = await answered.record(
+                session, caller, plan, outcome, reply, last=last
+            )
+            if not last:
                 await messages.mark_answered(session, plan.project_id, plan.user_message_id)
         log.emit("usage", usage_event(task))
         result = TurnResult(
