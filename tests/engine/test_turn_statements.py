@@ -187,9 +187,13 @@ async def _totals(ledger: Ledger, run_id: str) -> tuple[Any, ...]:
         )
 
 
+@pytest.mark.parametrize("last", [False, True], ids=["then-more", "last"])
 async def test_a_task_already_ended_is_counted_nothing_twice(
-    ledger: Ledger, ending: Ending
+    ledger: Ledger, ending: Ending, last: bool
 ) -> None:
+    """`last`: the end's statement commits with itself on PostgreSQL (a new message's
+    end): answering no row, it has committed nothing, and what `record` writes instead
+    goes in a transaction of its own."""
     turn = await ledger.chat("Hello", model="ending/said")
     result = await turn.result()
     (run_before, usage_before, replies_before) = await _totals(ledger, result.run_id)
@@ -209,7 +213,9 @@ async def test_a_task_already_ended_is_counted_nothing_twice(
     )
     with walls.acting_as(ledger.caller):
         async with ledger.database.transaction() as session:
-            task, reply_id = await answered.record(session, ledger.caller, plan, same, reply)
+            task, reply_id = await answered.record(
+                session, ledger.caller, plan, same, reply, last=last
+            )
     assert task.id == result.task_id and task.total_ms == result.total_ms
     assert reply_id != result.assistant_message_id
     (run_after, usage_after, replies_after) = await _totals(ledger, result.run_id)
@@ -221,7 +227,7 @@ async def test_a_task_already_ended_is_counted_nothing_twice(
     other = tasks.Outcome(status="completed", response_text="Something else", usage=result.usage)
     with pytest.raises(Conflict), walls.acting_as(ledger.caller):
         async with ledger.database.transaction() as session:
-            await answered.record(session, ledger.caller, plan, other, reply)
+            await answered.record(session, ledger.caller, plan, other, reply, last=last)
     assert await _totals(ledger, result.run_id) == (run_after, usage_after, replies_after)
 
 
