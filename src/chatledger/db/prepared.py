@@ -88,7 +88,6 @@ class Prepared:
         if session.autoflush and (session.new or session.dirty or session.deleted):
             await session.flush()
         sync = await _connection(session)
-        deferred_begin.refuse_if_committed(sync.connection)
         commits = last and sync.dialect.name == "postgresql"
         if self._ready is not None:
             self._ready(sync)
@@ -99,7 +98,8 @@ class Prepared:
         cursor = driver.cursor()
         statement = compiled.sql
         # Taken before the listeners are told, who would send it on its own; then sent
-        # with the statement (db/deferred_begin.py).
+        # with the statement (db/deferred_begin.py). The engine's listener also refuses
+        # a statement sent after its transaction's last.
         with deferred_begin.taken(sync.connection) as begin:
             for before in sync.dispatch.before_cursor_execute:
                 statement, parameters = before(sync, cursor, statement, parameters, None, False)
