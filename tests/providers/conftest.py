@@ -19,8 +19,17 @@ from tests.providers.protocols import anthropic_default, openai_default
 
 OPENAI_KEY = "sk-test-OPENAI-5ecret-0123456789"
 ANTHROPIC_KEY = "sk-ant-test-ANTHROPIC-5ecret-0123456789"
-# Short enough that a held answer times out quickly; nothing asserts on durations.
-TIMEOUT_S = 0.5
+# Generous: a module's first request does cold work (the SDK's lazy imports and models)
+# on a machine the rest of the suite keeps busy, and must not time out by accident.
+TIMEOUT_S = 10.0
+# For the tests marked `stalls`, which wait for a held answer to time out: short, so they
+# finish quickly; nothing asserts on durations.
+STALL_TIMEOUT_S = 0.5
+
+
+def timeout_for(request: pytest.FixtureRequest) -> float:
+    """The provider timeout a test runs with: short where it waits for one to pass."""
+    return STALL_TIMEOUT_S if request.node.get_closest_marker("stalls") else TIMEOUT_S
 
 
 @pytest.fixture(autouse=True)
@@ -45,12 +54,12 @@ async def fake_anthropic() -> AsyncIterator[FakeServer]:
         yield server
 
 
-def provider_settings(**values: object) -> Settings:
+def provider_settings(timeout_s: float = TIMEOUT_S, **values: object) -> Settings:
     """Settings with nothing from the environment's provider variables, plus `values`."""
     base: dict[str, object] = {
         "openai_api_key": None,
         "anthropic_api_key": None,
-        "provider_timeout_seconds": TIMEOUT_S,
+        "provider_timeout_seconds": timeout_s,
         # The SDKs' own retries would answer a scripted 429 or 500 with a second request.
         "provider_max_retries": 0,
     }
@@ -58,9 +67,13 @@ def provider_settings(**values: object) -> Settings:
 
 
 @pytest.fixture
-async def openai_provider(fake_openai: FakeServer) -> AsyncIterator[OpenAIProvider]:
+async def openai_provider(
+    request: pytest.FixtureRequest, fake_openai: FakeServer
+) -> AsyncIterator[OpenAIProvider]:
     settings = provider_settings(
-        openai_api_key=SecretStr(OPENAI_KEY), openai_base_url=fake_openai.base_url
+        timeout_for(request),
+        openai_api_key=SecretStr(OPENAI_KEY),
+        openai_base_url=fake_openai.base_url,
     )
     provider = OpenAIProvider(provider_configs(settings)["openai"])
     yield provider
@@ -68,9 +81,13 @@ async def openai_provider(fake_openai: FakeServer) -> AsyncIterator[OpenAIProvid
 
 
 @pytest.fixture
-async def anthropic_provider(fake_anthropic: FakeServer) -> AsyncIterator[AnthropicProvider]:
+async def anthropic_provider(
+    request: pytest.FixtureRequest, fake_anthropic: FakeServer
+) -> AsyncIterator[AnthropicProvider]:
     settings = provider_settings(
-        anthropic_api_key=SecretStr(ANTHROPIC_KEY), anthropic_base_url=fake_anthropic.base_url
+        timeout_for(request),
+        anthropic_api_key=SecretStr(ANTHROPIC_KEY),
+        anthropic_base_url=fake_anthropic.base_url,
     )
     provider = AnthropicProvider(provider_configs(settings)["anthropic"])
     yield provider

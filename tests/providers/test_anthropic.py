@@ -245,6 +245,7 @@ async def test_a_dropped_connection_mid_stream_is_a_connection_failure(
     assert (text, error.kind, error.retryable) == ("Once", "connection", True)
 
 
+@pytest.mark.stalls
 async def test_a_stalled_stream_times_out(
     anthropic_provider: AnthropicProvider, fake_anthropic: FakeServer
 ) -> None:

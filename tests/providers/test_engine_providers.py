@@ -23,7 +23,7 @@ from chatledger.errors import InvalidInput
 from chatledger.messages.models import Message
 from chatledger.providers import estimate_tokens
 from chatledger.server.app import create_app
-from tests.providers.conftest import ANTHROPIC_KEY, OPENAI_KEY, TIMEOUT_S
+from tests.providers.conftest import ANTHROPIC_KEY, OPENAI_KEY, timeout_for
 from tests.providers.fake_server import HOLD, Answer, FakeServer
 from tests.providers.protocols import (
     OPENAI_DONE,
@@ -42,7 +42,10 @@ GENAI_PRICES = "genai-prices"
 
 @pytest.fixture
 def provider_ledger_settings(
-    settings: Settings, fake_openai: FakeServer, fake_anthropic: FakeServer
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    fake_openai: FakeServer,
+    fake_anthropic: FakeServer,
 ) -> Settings:
     return settings.model_copy(
         update={
@@ -50,7 +53,7 @@ def provider_ledger_settings(
             "openai_base_url": fake_openai.base_url,
             "anthropic_api_key": SecretStr(ANTHROPIC_KEY),
             "anthropic_base_url": fake_anthropic.base_url,
-            "provider_timeout_seconds": TIMEOUT_S,
+            "provider_timeout_seconds": timeout_for(request),
             "provider_max_retries": 0,
         }
     )
@@ -195,6 +198,7 @@ async def test_auth_failure_is_recorded_without_the_key(
     assert OPENAI_KEY not in stored and ANTHROPIC_KEY not in stored
 
 
+@pytest.mark.stalls
 async def test_a_timeout_fails_the_task(ledger: Ledger, fake_openai: FakeServer) -> None:
     fake_openai.queue(Answer([HOLD, OPENAI_DONE]))
 

@@ -18,7 +18,7 @@ from chatledger.providers import ChatMessage, Delta, Finished, ModelRequest, Str
 from chatledger.providers.config import provider_configs
 from chatledger.providers.openai import OpenAIProvider
 from chatledger.tokens import TokenUsage
-from tests.providers.conftest import OPENAI_KEY, TIMEOUT_S, provider_settings
+from tests.providers.conftest import OPENAI_KEY, STALL_TIMEOUT_S, provider_settings
 from tests.providers.fake_server import DROP, HOLD, Answer, FakeServer
 from tests.providers.protocols import (
     OPENAI_DONE,
@@ -270,6 +270,7 @@ async def test_a_connection_dropped_mid_stream_is_a_connection_failure(
     assert (error.kind, error.retryable) == ("connection", True)
 
 
+@pytest.mark.stalls
 async def test_a_server_that_never_answers_times_out(
     openai_provider: OpenAIProvider, fake_openai: FakeServer
 ) -> None:
@@ -278,9 +279,10 @@ async def test_a_server_that_never_answers_times_out(
     _, error = await failure(openai_provider)
 
     assert (error.kind, error.retryable) == ("timeout", True)
-    assert f"{TIMEOUT_S:g} s" in error.message
+    assert f"{STALL_TIMEOUT_S:g} s" in error.message
 
 
+@pytest.mark.stalls
 async def test_a_stream_that_stalls_mid_reply_times_out(
     openai_provider: OpenAIProvider, fake_openai: FakeServer
 ) -> None:
