@@ -61,6 +61,13 @@ class Rates:
         return (total + PER_MILLION // 2) // PER_MILLION
 
 
+def load_catalogue() -> None:
+    """Read genai-prices' catalogue now rather than at the first priced call: some 16,500
+    objects, tens of milliseconds. A serving process does it before its heap is settled
+    (server/heap.py), so that no request waits for it and the collector never walks it."""
+    data_snapshot.get_snapshot()
+
+
 def price_usage(provider: str, model: str, usage: TokenUsage, at: datetime | None = None) -> Price:
     """Price `usage` of `provider`'s `model` at time `at` (now if None; naive means UTC)."""
     if provider in FREE_PROVIDERS:

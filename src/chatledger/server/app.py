@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
 
+from chatledger import pricing
 from chatledger.batch.router import router as batch_router
 from chatledger.chat.router import router as chat_router
 from chatledger.config import Settings
@@ -81,6 +82,7 @@ def create_app(
             _sweep_forever(state, sweep_interval_s or settings.task_lease_seconds / 2)
         )
         if serving:
+            pricing.load_catalogue()  # then frozen with the rest of startup
             heap.settle()
         try:
             yield
