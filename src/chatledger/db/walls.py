@@ -25,6 +25,7 @@ from typing import Protocol
 
 CALLER_ROLE = "chatledger_caller"
 PROJECT_CALLER_ROLE = "chatledger_project_caller"
+CALLER_ROLES = (CALLER_ROLE, PROJECT_CALLER_ROLE)
 
 
 class Scope(Protocol):
