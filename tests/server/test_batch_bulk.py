@@ -11,8 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import event
 
 from chatledger.interactions import bulk
+from chatledger.server.deps import AppState
 from tests.server.conftest import Account, left_in_cycles
 from tests.server.test_tasks_api import assert_no_drift
 
@@ -260,3 +262,59 @@ async def test_a_stored_batch_leaves_nothing_for_the_cycle_collector(alice: Acco
 
     assert answer.json()["created"] == 20
     assert left == []
+
+
+def runs_updated(app: FastAPI) -> list[str]:
+    """The run ids the app's database is sent an UPDATE for from now on, one per
+    parameter set (the bulk path's write-back is one executemany)."""
+    state: AppState = app.state.chatledger
+    updated: list[str] = []
+
+    def seen(_c: Any, _cur: Any, statement: str, parameters: Any, _ctx: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("UPDATE RUNS"):
+            updated.extend(["?"] * (len(parameters) if many else 1))
+
+    event.listen(state.database.write_engine.sync_engine, "before_cursor_execute", seen)
+    return updated
+
+
+async def test_a_groups_new_runs_are_made_with_its_sums(app: FastAPI, alice: Account) -> None:
+    stored = await alice.client.post("/v1/batch", json={"items": [interaction(0, "old")]})
+    assert stored.json()["created"] == 1
+    updated = runs_updated(app)
+    items = [interaction(n, run_id=("old", "new", "newer")[n % 3]) for n in range(1, 10)]
+    body = (await alice.client.post("/v1/batch", json={"items": items})).json()
+    assert body["created"] == 9, body
+    # Only the run stored before is counted into; the new ones are made with the sums.
+    assert len(updated) == 1
+    for run_id, tasks, last in (("old", 4, 9), ("new", 3, 7), ("newer", 3, 8)):
+        run = (await alice.client.get(f"/v1/runs/{run_id}")).json()
+        assert (run["task_count"], run["message_count"]) == (tasks, 2 * tasks)
+        assert [m["seq"] for m in run["messages"]] == list(range(1, 2 * tasks + 1))
+        assert run["last_message_preview"] == f"Answer {last}."
+    await assert_no_drift(app)
+
+
+async def test_a_run_made_meanwhile_sends_its_group_one_at_a_time(
+    app: FastAPI, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = await alice.client.post("/v1/batch", json={"items": [interaction(0)]})
+    assert stored.json()["created"] == 1
+    locking = bulk._lock_runs
+
+    async def not_yet_seen(*args: Any) -> dict[str, Any]:
+        """The run made by another transaction after this one looked (PostgreSQL's
+        snapshot): not among the locked, so the group goes to make it."""
+        await locking(*args)
+        return {}
+
+    monkeypatch.setattr(bulk, "_lock_runs", not_yet_seen)
+    body = (
+        await alice.client.post("/v1/batch", json={"items": [interaction(1), interaction(2)]})
+    ).json()
+    assert [r["status"] for r in body["results"]] == ["created", "created"]
+    # Counted into the run as it is stored, one at a time: nothing lost, nothing twice.
+    run = (await alice.client.get("/v1/runs/trip")).json()
+    assert (run["task_count"], run["message_count"]) == (3, 6)
+    assert [m["seq"] for m in run["messages"]] == list(range(1, 7))
+    await assert_no_drift(app)

@@ -1,13 +1,14 @@
 """Recording many finished exchanges at once (batch ingest, offline sync): the rows that
 `service.record` makes for one interaction, made for a whole group in a fixed handful of
-statements instead of some twenty per interaction. The group's runs are ensured and
-locked, its tasks inserted already completed, its messages inserted, and each run's
-aggregates and each day's usage moved once by the group's sums, all in the caller's
-transaction. The rows themselves (`build`: pricing, the row documents, their conversion
-for the driver) can be made before it, as batch ingest does: on SQLite the write lock is
-the whole database's, and it was held through that work (~30% of a group's time in the
-transaction). Only what the locked runs decide is left for `store`: each message's
-position, and the rows again for a run that turns out to be another user's.
+statements instead of some twenty per interaction. The group's stored runs are locked
+and its new runs made with the group's sums already in, its tasks inserted already
+completed, its messages inserted, and each stored run's aggregates and each day's usage
+moved once by the group's sums, all in the caller's transaction. The rows themselves
+(`build`: pricing, the row documents, their conversion for the driver) can be made
+before it, as batch ingest does: on SQLite the write lock is the whole database's, and
+it was held through that work (~30% of a group's time in the transaction). Only what
+the locked runs decide is left for `store`: each message's position, and the rows
+again for a run that turns out to be another user's.
 
 Only *fresh* interactions come here: `lookup` tells the caller which ids are already
 stored, and an interaction whose task or message ids are taken (a replay, an id sent
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Dialect, bindparam, select, update
+from sqlalchemy import Dialect, bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger.db import driver_rows, loaded, upsert
@@ -211,6 +212,29 @@ class _RunTotals:
         return {name: getattr(self, name) for name in self.WRITTEN}
 
 
+@dataclass
+class _NewRun(_RunTotals):
+    """A run the group makes: inserted once its sums are in, where an existing one is
+    locked, counted into and written back."""
+
+    name: str = ""
+    created_at: datetime | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "project_id": self.project_id,
+            "id": self.id,
+            "user_id": self.user_id,
+            "name": self.name,
+            "name_source": "auto",
+            "settings": {},
+            "variable_values": {},
+            "metadata": {},
+            "created_at": self.created_at,
+            **self.written(),
+        }
+
+
 UsageKey = tuple[str, str, Any, str]  # (project, user, day, model): `usage.KEY`
 
 
@@ -337,7 +361,9 @@ async def store(
     their runs have, else built here."""
     project_id = pendings[0].caller.project_id
     now = utcnow() if built is None else built.now
-    runs = await _ensure_runs(session, project_id, pendings, now)
+    locked = await _lock_runs(session, project_id, pendings)
+    created = _runs_to_create(project_id, pendings, locked, now)
+    runs = {**created, **locked}
     owners = tuple(_owner(runs, p) for p in pendings)
     if built is not None and not built.holds(pendings):
         raise ValueError("rows built for other interactions")
@@ -345,11 +371,13 @@ async def store(
     if rows is None or rows.owners != owners:  # (an admin's items in a member's run)
         project_prices = await prices.for_project(session, project_id)
         rows = build(pendings, owners, project_prices, now, session.get_bind().dialect)
-    # Each run's messages numbered on from its count as locked, in the group's order.
+    # Each run's messages numbered on from its count as locked (none, for a run made
+    # now), in the group's order; a new run is made with the group's sums already in.
     numbers = {
         run_id: itertools.count(runs[run_id].add(delta) + 1) for run_id, delta in rows.runs.items()
     }
     seq = [next(numbers[run_id]) for run_id in rows.message_runs]
+    await _create_runs(session, created.values())
     try:
         await statements.insert_rows(
             session,
@@ -357,7 +385,7 @@ async def store(
         )
     except statements.IdTaken as exc:
         raise NotFresh(str(exc)) from exc
-    await _write_back(session, runs.values())
+    await _write_back(session, locked.values())
     await _count_usage(session, rows.usage)
 
 
@@ -371,6 +399,8 @@ def _owner(runs: dict[str, _RunTotals], p: Pending) -> str:
 
 async def _write_back(session: AsyncSession, runs: Iterable[_RunTotals]) -> None:
     written = {(run.project_id, run.id): run.written() for run in runs}
+    if not written:  # every run of the group made by it, its sums in
+        return
     await session.execute(
         _WRITE_BACK,
         [{"in_project": key[0], "run": key[1], **values} for key, values in written.items()],
@@ -415,59 +445,68 @@ def _message(
     }
 
 
-async def _ensure_runs(
-    session: AsyncSession, project_id: str, pendings: Sequence[Pending], now: datetime
+async def _lock_runs(
+    session: AsyncSession, project_id: str, pendings: Sequence[Pending]
 ) -> dict[str, _RunTotals]:
-    """The group's runs, created if absent (as the first interaction naming each would
-    create it) and locked, in id order so that concurrent groups cannot deadlock."""
+    """The group's runs stored already, locked in id order: the one lock order of run
+    rows, whoever writes several, so that concurrent groups cannot deadlock."""
+    run_ids = list({p.run_id for p in pendings})
+    return {
+        row.id: _RunTotals(project_id, *row)
+        for row in await _LOCKED_RUNS.rows(session, project_id, run_ids)
+    }
+
+
+def _runs_to_create(
+    project_id: str, pendings: Sequence[Pending], stored: dict[str, _RunTotals], now: datetime
+) -> dict[str, _NewRun]:
+    """The group's runs not stored yet, as the first interaction naming each would make
+    it: its caller's, named after its prompt, empty until the group is counted in."""
     first: dict[str, Pending] = {}
     for p in pendings:
-        first.setdefault(p.run_id, p)
-    run_ids = sorted(first)
-    absent = [
-        {
-            "project_id": project_id,
-            "id": run_id,
-            "user_id": first[run_id].caller.user_id,
-            "name": name_from_message(first[run_id].new.prompt),
-            "name_source": "auto",
-            "settings": {},
-            "variable_values": {},
-            "metadata": {},
-            "task_count": 0,
-            "message_count": 0,
-            "total_tokens": 0,
-            "total_cost_nano": 0,
-            "created_at": first[run_id].new.created_at or now,
-            "updated_at": first[run_id].new.created_at or now,
-        }
-        for run_id in run_ids
-    ]
-    await session.execute(upsert.insert_or_nothing(session, Run), absent)
-    runs: dict[str, _RunTotals] = {}
-    for start in range(0, len(run_ids), statements.CHUNK):
-        chunk = run_ids[start : start + statements.CHUNK]
-        locked = await session.execute(_LOCK_RUNS, {"project_id": project_id, "run_ids": chunk})
-        for row in locked:
-            runs[row.id] = _RunTotals(project_id, *row)
-    return runs
+        if p.run_id not in stored:
+            first.setdefault(p.run_id, p)
+    return {
+        run_id: _NewRun(
+            project_id,
+            run_id,
+            p.caller.user_id,
+            message_count=0,
+            task_count=0,
+            total_tokens=0,
+            total_cost_nano=0,
+            last_message_at=None,
+            updated_at=p.new.created_at or now,
+            name=name_from_message(p.new.prompt),
+            created_at=p.new.created_at or now,
+        )
+        for run_id, p in sorted(first.items())
+    }
 
 
-# In id order: the one lock order of run rows, whoever writes several.
-_LOCK_RUNS = (
-    select(
-        Run.id,
-        Run.user_id,
-        Run.message_count,
-        Run.task_count,
-        Run.total_tokens,
-        Run.total_cost_nano,
-        Run.last_message_at,
-        Run.updated_at,
-    )
-    .where(Run.project_id == bindparam("project_id"), Run.id.in_(bindparam("run_ids")))
-    .order_by(Run.id)
-    .with_for_update()
+async def _create_runs(session: AsyncSession, runs: Iterable[_NewRun]) -> None:
+    """Insert the new runs with the group's sums, in id order. One made meanwhile by
+    another transaction (or another user's, which row-level security hides from a
+    member) is not theirs to count into: the group is stored one at a time instead."""
+    rows = [run.row() for run in runs]
+    if not rows:
+        return
+    stmt = upsert.insert_or_nothing(session, Run, returning=("id",))
+    inserted = set(await session.scalars(stmt, rows))
+    if len(inserted) != len(rows):
+        raise NotFresh("a run of the group was made meanwhile")
+
+
+_LOCKED_RUNS = statements.Lookup(
+    _runs.c.id,
+    _runs.c.user_id,
+    _runs.c.message_count,
+    _runs.c.task_count,
+    _runs.c.total_tokens,
+    _runs.c.total_cost_nano,
+    _runs.c.last_message_at,
+    _runs.c.updated_at,
+    locking=True,
 )
 
 

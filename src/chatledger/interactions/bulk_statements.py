@@ -89,14 +89,25 @@ class Lookup:
     rarely in a server (server/heap.py), kept for minutes: ~6 MB more memory a worker
     over a 20,000-interaction ingest)."""
 
-    def __init__(self, by: Any, *columns: Any) -> None:
-        self._postgresql = Prepared(postgresql_lookup(by, *columns))
-        self._sqlite = Prepared(sqlite_lookup(by, *columns))
+    def __init__(self, by: Any, *columns: Any, locking: bool = False) -> None:
+        postgresql, sqlite = postgresql_lookup(by, *columns), sqlite_lookup(by, *columns)
+        if locking:
+            # The rows found locked, in `by` order: the one order in which writers of
+            # several lock them, so that none waits for another that waits for it.
+            # (SQLite's one write lock is the whole database's.)
+            postgresql = postgresql.order_by(by).with_for_update(of=by.table)
+            sqlite = sqlite.order_by(by)
+        self._postgresql = Prepared(postgresql)
+        self._sqlite = Prepared(sqlite)
+        self._locking = locking
 
     async def rows(
         self, session: AsyncSession, project_id: str, values: Sequence[str]
     ) -> list[Any]:
-        """The stored rows among `values` (the id first, then `columns`), in no order."""
+        """The stored rows among `values` (the id first, then `columns`): in no order, or
+        when locking, in the order of `values` sorted."""
+        if self._locking:
+            values = sorted(values)
         postgresql = _is_postgresql(session)
         statement = self._postgresql if postgresql else self._sqlite
         found: list[Any] = []
