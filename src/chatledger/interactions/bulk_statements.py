@@ -27,9 +27,11 @@ from sqlalchemy import Dialect, Select, Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import String
 
-from chatledger.db import deferred_begin, driver_rows, interrupted, walls
+from chatledger.db import deferred_begin, driver_rows, interrupted, upsert, walls
+from chatledger.db.base import table_of
 from chatledger.db.prepared import Prepared
 
 # Ids per statement: far below every database's limit on bound parameters.
@@ -181,6 +183,26 @@ async def insert_rows(
             )
         except IntegrityError as exc:
             raise IdTaken(str(exc.orig)) from exc
+
+
+async def insert_new(
+    session: AsyncSession, model: type[DeclarativeBase], rows: list[dict[str, Any]]
+) -> int:
+    """INSERT … ON CONFLICT DO NOTHING of `rows` (dicts keyed by column name, the same
+    columns each): how many it inserted. On SQLite through the driver, its rows made
+    ready by `db.driver_rows` (SQLAlchemy's per-row work cost more than SQLite's insert),
+    counted by the driver's rowcount, the sum of an executemany's; elsewhere as many
+    ids as the INSERT returns."""
+    table = table_of(model)
+    if _is_postgresql(session):
+        returning = upsert.insert_or_nothing(session, model, returning=("id",))
+        return len(list(await session.scalars(returning, rows)))
+    connection = await session.connection()
+    names = list(rows[0])
+    sql = driver_rows.insert_sql(table, names) + " ON CONFLICT DO NOTHING"
+    values = driver_rows.values(table, names, rows, connection.dialect)
+    inserted = await connection.exec_driver_sql(sql, values)
+    return inserted.rowcount
 
 
 async def _copy(session: AsyncSession, table: Table, columns: driver_rows.Columns) -> None:
