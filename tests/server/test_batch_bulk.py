@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
-from chatledger.interactions import bulk
+from chatledger.interactions import bulk, bulk_runs
 from chatledger.server.deps import AppState
 from tests.server.conftest import Account, left_in_cycles
 from tests.server.test_tasks_api import assert_no_drift
@@ -300,7 +300,7 @@ async def test_a_run_made_meanwhile_sends_its_group_one_at_a_time(
 ) -> None:
     stored = await alice.client.post("/v1/batch", json={"items": [interaction(0)]})
     assert stored.json()["created"] == 1
-    locking = bulk._lock_runs
+    locking = bulk_runs.locked
 
     async def not_yet_seen(*args: Any) -> dict[str, Any]:
         """The run made by another transaction after this one looked (PostgreSQL's
@@ -308,7 +308,7 @@ async def test_a_run_made_meanwhile_sends_its_group_one_at_a_time(
         await locking(*args)
         return {}
 
-    monkeypatch.setattr(bulk, "_lock_runs", not_yet_seen)
+    monkeypatch.setattr(bulk_runs, "locked", not_yet_seen)
     body = (
         await alice.client.post("/v1/batch", json={"items": [interaction(1), interaction(2)]})
     ).json()

@@ -24,24 +24,25 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
-from sqlalchemy import Dialect, bindparam, update
+from sqlalchemy import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatledger.db import driver_rows, loaded, upsert
+from chatledger.db import driver_rows, upsert
 from chatledger.db.base import table_of
 from chatledger.db.types import utcnow
 from chatledger.ids import checked_id
+from chatledger.interactions import bulk_runs
 from chatledger.interactions import bulk_statements as statements
 from chatledger.interactions.service import SERVICE, NewInteraction, ended_at
 from chatledger.messages.models import Message
 from chatledger.prices import service as prices
 from chatledger.runs.models import Run
-from chatledger.runs.service import PREVIEW_LENGTH, name_from_message
+from chatledger.runs.service import name_from_message
 from chatledger.tasks.models import Task, token_columns
 from chatledger.tasks.schemas import provider_and_model
 from chatledger.tenants.caller import Caller
@@ -129,116 +130,6 @@ _ANSWERED_IDS = statements.Lookup(table_of(Task).c.user_message_id)
 _RUN_OWNERS = statements.Lookup(table_of(Run).c.id, table_of(Run).c.user_id)
 
 
-@dataclass
-class _RunDelta:
-    """What a group adds to one run, in the order of its interactions: as
-    `runs.count_message` and `runs.add_task_usage` would move the run, summed."""
-
-    messages: int = 0
-    tasks: int = 0
-    tokens: int = 0
-    cost_nano: int = 0
-    last_message_at: datetime | None = None
-    last_message_preview: str | None = None
-    last_model: str | None = None
-    updated_at: datetime | None = None
-
-    def count_message(self, content: str, at: datetime) -> None:
-        self.messages += 1
-        self.last_message_at = _later(self.last_message_at, at)
-        self.last_message_preview = content[:PREVIEW_LENGTH]
-        self.updated_at = _later(self.updated_at, at)
-
-    def count_task(self, tokens: int, cost_nano: int | None, model: str, at: datetime) -> None:
-        self.tasks += 1
-        self.tokens += tokens
-        self.cost_nano += cost_nano or 0
-        self.last_model = model
-        self.updated_at = _later(self.updated_at, at)
-
-
-def _later(known: datetime | None, at: datetime) -> datetime:
-    """Times only move forward."""
-    return at if known is None else max(known, at)
-
-
-@dataclass
-class _RunTotals:
-    """A run's aggregates as locked, moved in memory by the group, written back once."""
-
-    project_id: str
-    id: str
-    user_id: str
-    message_count: int
-    task_count: int
-    total_tokens: int
-    total_cost_nano: int
-    last_message_at: datetime | None
-    updated_at: datetime
-    last_message_preview: str | None = None
-    last_model: str | None = None
-
-    # The columns written back (`_WRITE_BACK`).
-    WRITTEN: ClassVar[tuple[str, ...]] = (
-        "message_count",
-        "task_count",
-        "total_tokens",
-        "total_cost_nano",
-        "last_message_at",
-        "last_message_preview",
-        "last_model",
-        "updated_at",
-    )
-
-    def add(self, delta: _RunDelta) -> int:
-        """The group's messages and tasks counted in; answers the message count before
-        them (the group's first message comes next)."""
-        before = self.message_count
-        self.message_count += delta.messages
-        self.task_count += delta.tasks
-        self.total_tokens += delta.tokens
-        self.total_cost_nano += delta.cost_nano
-        if delta.last_message_at is not None:
-            self.last_message_at = _later(self.last_message_at, delta.last_message_at)
-        if delta.messages:
-            self.last_message_preview = delta.last_message_preview
-        if delta.tasks:
-            self.last_model = delta.last_model
-        if delta.updated_at is not None:
-            self.updated_at = max(self.updated_at, delta.updated_at)
-        return before
-
-    def written(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.WRITTEN}
-
-
-_NOTHING: dict[str, Any] = {}
-
-
-@dataclass
-class _NewRun(_RunTotals):
-    """A run the group makes: inserted once its sums are in, where an existing one is
-    locked, counted into and written back."""
-
-    name: str = ""
-    created_at: datetime | None = None
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "project_id": self.project_id,
-            "id": self.id,
-            "user_id": self.user_id,
-            "name": self.name,
-            "name_source": "auto",
-            # One empty document for every new run: made JSON once (`db.driver_rows`).
-            "settings": _NOTHING,
-            "variable_values": _NOTHING,
-            "metadata": _NOTHING,
-            "created_at": self.created_at,
-            **self.written(),
-        }
-
-
 UsageKey = tuple[str, str, Any, str]  # (project, user, day, model): `usage.KEY`
 
 
@@ -255,7 +146,7 @@ class Rows:
     tasks: driver_rows.Columns
     messages: driver_rows.Columns  # `seq` numbered by `store`
     message_runs: list[str]  # each message's run, in order
-    runs: dict[str, _RunDelta]
+    runs: dict[str, bulk_runs.RunDelta]
     usage: dict[UsageKey, dict[str, int]]
 
     def holds(self, pendings: Sequence[Pending]) -> bool:
@@ -277,7 +168,7 @@ def build(
     tasks: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     message_runs: list[str] = []
-    runs: dict[str, _RunDelta] = {}
+    runs: dict[str, bulk_runs.RunDelta] = {}
     usage: dict[UsageKey, dict[str, int]] = {}
     # Documents the rows share when an interaction brings no metadata (most do), each
     # then made JSON once for the whole group (`db.driver_rows`).
@@ -319,7 +210,7 @@ def build(
                 "completed_at": p.ended_at,
             }
         )
-        run = runs.setdefault(p.run_id, _RunDelta())
+        run = runs.setdefault(p.run_id, bulk_runs.RunDelta())
         run.count_message(new.prompt, asked_at)
         messages.append(_message(p, "user", new.prompt, asked_at, now, prompt_metadata))
         run.count_task(tokens.total, cost_nano, p.model, p.ended_at)
@@ -365,7 +256,7 @@ async def store(
     their runs have, else built here."""
     project_id = pendings[0].caller.project_id
     now = utcnow() if built is None else built.now
-    locked = await _lock_runs(session, project_id, pendings)
+    locked = await bulk_runs.locked(session, project_id, {p.run_id for p in pendings})
     created = _runs_to_create(project_id, pendings, locked, now)
     runs = {**created, **locked}
     owners = tuple(_owner(runs, p) for p in pendings)
@@ -381,7 +272,10 @@ async def store(
         run_id: itertools.count(runs[run_id].add(delta) + 1) for run_id, delta in rows.runs.items()
     }
     seq = [next(numbers[run_id]) for run_id in rows.message_runs]
-    await _create_runs(session, created.values())
+    if not await bulk_runs.create(session, created.values()):
+        # One made meanwhile by another transaction (or another user's, which row-level
+        # security hides from a member) is not the group's to count into.
+        raise NotFresh("a run of the group was made meanwhile")
     try:
         await statements.insert_rows(
             session,
@@ -389,39 +283,16 @@ async def store(
         )
     except statements.IdTaken as exc:
         raise NotFresh(str(exc)) from exc
-    await _write_back(session, locked.values())
+    await bulk_runs.write_back(session, locked.values())
     await _count_usage(session, rows.usage)
 
 
-def _owner(runs: dict[str, _RunTotals], p: Pending) -> str:
+def _owner(runs: dict[str, bulk_runs.RunTotals], p: Pending) -> str:
     run = runs.get(p.run_id)
     # Missing: another user's run, which row-level security hides from a member.
     if run is None or not (p.caller.sees_all or run.user_id == p.caller.user_id):
         raise NotFresh(f"run {p.run_id!r} is another user's")
     return run.user_id
-
-
-async def _write_back(session: AsyncSession, runs: Iterable[_RunTotals]) -> None:
-    written = {(run.project_id, run.id): run.written() for run in runs}
-    if not written:  # every run of the group made by it, its sums in
-        return
-    await session.execute(
-        _WRITE_BACK,
-        [{"in_project": key[0], "run": key[1], **values} for key, values in written.items()],
-    )
-    # A run loaded by an item of the batch stored on its own, earlier, must not go stale.
-    for key, values in written.items():
-        loaded.refresh_if_loaded(session, Run, key, values)
-
-
-_runs = table_of(Run)
-# Built once, run with a parameter set per run: SQLAlchemy's ORM bulk UPDATE by primary
-# key cost ~100 µs a run, sorting out per row what to set and how.
-_WRITE_BACK = (
-    update(_runs)
-    .where(_runs.c.project_id == bindparam("in_project"), _runs.c.id == bindparam("run"))
-    .values({name: bindparam(name) for name in _RunTotals.WRITTEN})
-)
 
 
 def _message(
@@ -449,21 +320,12 @@ def _message(
     }
 
 
-async def _lock_runs(
-    session: AsyncSession, project_id: str, pendings: Sequence[Pending]
-) -> dict[str, _RunTotals]:
-    """The group's runs stored already, locked in id order: the one lock order of run
-    rows, whoever writes several, so that concurrent groups cannot deadlock."""
-    run_ids = list({p.run_id for p in pendings})
-    return {
-        row.id: _RunTotals(project_id, *row)
-        for row in await _LOCKED_RUNS.rows(session, project_id, run_ids)
-    }
-
-
 def _runs_to_create(
-    project_id: str, pendings: Sequence[Pending], stored: dict[str, _RunTotals], now: datetime
-) -> dict[str, _NewRun]:
+    project_id: str,
+    pendings: Sequence[Pending],
+    stored: dict[str, bulk_runs.RunTotals],
+    now: datetime,
+) -> dict[str, bulk_runs.NewRun]:
     """The group's runs not stored yet, as the first interaction naming each would make
     it: its caller's, named after its prompt, empty until the group is counted in."""
     first: dict[str, Pending] = {}
@@ -471,7 +333,7 @@ def _runs_to_create(
         if p.run_id not in stored:
             first.setdefault(p.run_id, p)
     return {
-        run_id: _NewRun(
+        run_id: bulk_runs.NewRun(
             project_id,
             run_id,
             p.caller.user_id,
@@ -486,28 +348,6 @@ def _runs_to_create(
         )
         for run_id, p in sorted(first.items())
     }
-
-
-async def _create_runs(session: AsyncSession, runs: Iterable[_NewRun]) -> None:
-    """Insert the new runs with the group's sums, in id order. One made meanwhile by
-    another transaction (or another user's, which row-level security hides from a
-    member) is not theirs to count into: the group is stored one at a time instead."""
-    rows = [run.row() for run in runs]
-    if rows and await statements.insert_new(session, Run, rows) != len(rows):
-        raise NotFresh("a run of the group was made meanwhile")
-
-
-_LOCKED_RUNS = statements.Lookup(
-    _runs.c.id,
-    _runs.c.user_id,
-    _runs.c.message_count,
-    _runs.c.task_count,
-    _runs.c.total_tokens,
-    _runs.c.total_cost_nano,
-    _runs.c.last_message_at,
-    _runs.c.updated_at,
-    locking=True,
-)
 
 
 async def _count_usage(session: AsyncSession, usage: dict[UsageKey, dict[str, int]]) -> None:
