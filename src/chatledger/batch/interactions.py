@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,19 +32,18 @@ class Entry:
     with the verdict it gets when stored in bulk made ready."""
 
     index: int
-    raw: dict[str, Any]
     item: InteractionItem
     pending: bulk.Pending
     created: ItemResult
 
 
-def entry(caller: Caller, index: int, raw: dict[str, Any], item: InteractionItem) -> Entry:
+def entry(caller: Caller, index: int, item: InteractionItem) -> Entry:
     """Raises what recording the item would raise for bad input, before any write."""
     actor = acting_for(caller, item.user_id)
     pending = bulk.prepare(actor, item.run_id, item.new())
     # (pydantic-core's validating constructor is twice as fast as model_construct.)
     created = ItemResult(index=index, kind="interaction", id=item.id, status="created")
-    return Entry(index, raw, item, pending, created)
+    return Entry(index, item, pending, created)
 
 
 async def build(database: Database, caller: Caller, group: list[Entry]) -> bulk.Rows:

@@ -6,28 +6,26 @@ from collections import Counter
 
 from fastapi import APIRouter, Request
 
+from chatledger.batch import body as batch_body
 from chatledger.batch import service as batch
-from chatledger.batch.schemas import MAX_ITEMS, BatchRequest, BatchResult
+from chatledger.batch.schemas import MAX_ITEMS, BatchResult
 from chatledger.errors import PayloadTooLarge
 from chatledger.server.deps import DatabaseDep, WriterDep
-from chatledger.server.storable import body_may_hold_unstorable
 
 router = APIRouter(tags=["batch"])
 
 
-@router.post("/v1/batch", response_model=BatchResult)
-async def ingest(
-    body: BatchRequest, request: Request, db: DatabaseDep, caller: WriterDep
-) -> BatchResult:
+@router.post("/v1/batch", response_model=BatchResult, openapi_extra=batch_body.OPENAPI)
+async def ingest(request: Request, db: DatabaseDep, caller: WriterDep) -> BatchResult:
     """Store runs, messages, ended tasks, interactions and trace entries, insert-only and
     idempotent by id. Each item answers `created`, `duplicate` (already stored: nothing
     changes, totals included) or `rejected` (with the reason; the other items still
     land). Items keep their own timestamps; usage counts on the day a task ended."""
-    if len(body.items) > MAX_ITEMS:
+    upload = await batch_body.read(request)  # (its body: batch/body.py, BatchRequest)
+    if len(upload) > MAX_ITEMS:
         raise PayloadTooLarge(f"at most {MAX_ITEMS} items per batch", limit=MAX_ITEMS)
-    check_each = await body_may_hold_unstorable(request)
     # Checked before the write transaction, which other requests' writes wait for.
-    checked = batch.check(caller, body.items, check_each=check_each)
+    checked = batch.check(caller, upload)
     built = await batch.build(db, caller, checked)  # the interactions' rows, as well
     async with db.transaction() as session:
         results = await batch.store(session, caller, checked, built)

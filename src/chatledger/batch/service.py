@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger import storable
 from chatledger.batch import interactions as interaction_items
+from chatledger.batch.body import Upload
 from chatledger.batch.interactions import Entry
 from chatledger.batch.schemas import (
     InteractionItem,
@@ -52,7 +53,6 @@ class Checked:
     """An item that passed validation, ready to be stored."""
 
     index: int
-    raw: dict[str, Any]
     item: Item
 
 
@@ -60,18 +60,18 @@ class Checked:
 CheckResult = Entry | Checked | ItemResult
 
 
-def check(
-    caller: Caller, raw_items: list[dict[str, Any]], *, check_each: bool = True
-) -> list[CheckResult]:
+def check(caller: Caller, upload: Upload) -> list[CheckResult]:
     """Each item validated, before the write transaction: the CPU work of a batch that
-    other requests' writes need not wait for. `check_each=False`: the items are known to
-    hold nothing a database cannot store (`storable.may_hold_unstorable` of the body)."""
+    other requests' writes need not wait for. Items the body's read validated already
+    (`body.Upload.valid`) have their ids settled only."""
+    if upload.valid is not None:
+        return [_checked(caller, index, item) for index, item in enumerate(upload.valid)]
     checked: list[CheckResult] = []
-    for index, raw in enumerate(raw_items):
+    for index, raw in enumerate(upload.raw):
         try:
             # What a database cannot store (NUL, …) rejects this item alone (the server's
             # request-wide check leaves a batch's items to this loop).
-            if check_each:
+            if upload.check_each:
                 storable.check_json(raw, f"items.{index}")
         except InvalidInput as exc:
             # Not even its kind and id are echoed back when they are what is wrong.
@@ -84,14 +84,17 @@ def check(
             kind, item_id = raw.get("kind"), raw.get("id")
             checked.append(_rejected(index, kind, item_id, _validation_error(exc)))
             continue
-        if not isinstance(item, InteractionItem):
-            checked.append(Checked(index, raw, item))
-            continue
-        try:
-            checked.append(interaction_items.entry(caller, index, raw, item))
-        except ChatledgerError as exc:
-            checked.append(_rejected(index, raw.get("kind"), raw.get("id"), _error(exc)))
+        checked.append(_checked(caller, index, item))
     return checked
+
+
+def _checked(caller: Caller, index: int, item: Item) -> CheckResult:
+    if not isinstance(item, InteractionItem):
+        return Checked(index, item)
+    try:
+        return interaction_items.entry(caller, index, item)
+    except ChatledgerError as exc:
+        return _rejected(index, item.kind, item.id, _error(exc))
 
 
 # A group's rows, by the index of its first item.
@@ -129,7 +132,7 @@ async def store(
     built = built or {}
 
     async def one(entry: Entry | Checked) -> ItemResult:
-        return await _store_one(session, caller, entry.index, entry.raw, entry.item)
+        return await _store_one(session, caller, entry.index, entry.item)
 
     async def store_group() -> None:
         rows = built.get(group[0].index) if group else None
@@ -148,15 +151,13 @@ async def store(
     return [results[index] for index in range(len(checked))]
 
 
-async def _store_one(
-    session: AsyncSession, caller: Caller, index: int, raw: dict[str, Any], item: Item
-) -> ItemResult:
+async def _store_one(session: AsyncSession, caller: Caller, index: int, item: Item) -> ItemResult:
     """Store one item in a savepoint of its own: if it is refused, it alone is undone."""
     try:
         async with session.begin_nested():
             created = await _store(session, acting_for(caller, item.user_id), item)
     except ChatledgerError as exc:
-        return _rejected(index, raw.get("kind"), raw.get("id"), _error(exc))
+        return _rejected(index, item.kind, item.id, _error(exc))
     status = "created" if created else "duplicate"
     return ItemResult(index=index, kind=item.kind, id=_id_of(item), status=status)
 
