@@ -27,7 +27,7 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,9 +54,10 @@ class NotFresh(Exception):
     """The group cannot be stored in bulk after all; record it one at a time."""
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """An interaction checked as `record` checks it before writing, its ids settled."""
+class Pending(NamedTuple):
+    """An interaction checked as `record` checks it before writing, its ids settled.
+    (Made for every item of a batch: a NamedTuple is made in a third of the time of a
+    frozen dataclass, whose fields are each set through `object.__setattr__`.)"""
 
     caller: Caller
     run_id: str
