@@ -113,3 +113,13 @@ async def test_a_body_is_answered_as_fastapi_answers_a_declared_one(
         assert answer.json()["results"] == [] or len(answer.json()["results"]) == len(items)
     else:
         assert answer.json() == expected.json()
+
+
+@pytest.mark.parametrize("body", [b'{"items": [', b'{"items": ["\xff"]}', b"[]"])
+async def test_a_body_without_a_valid_key_is_answered_401_whatever_it_holds(
+    http: httpx.AsyncClient, body: bytes
+) -> None:
+    # The key is checked before the body is read: FastAPI, reading a declared body
+    # first, answered a body that is not JSON (422, 400) before the key.
+    answer = await http.post("/v1/batch", content=body, headers={"content-type": JSON})
+    assert answer.status_code == 401, answer.text
