@@ -52,9 +52,7 @@ async def test_a_valid_batch_is_validated_in_one_pass(
     assert len(validated_one_by_one) == len(items) + 1
 
 
-async def test_a_batch_lands_the_same_read_either_way(
-    app: FastAPI, alice: Account, bob: Account
-) -> None:
+async def test_a_batch_lands_the_same_read_either_way(alice: Account, bob: Account) -> None:
     items = [item for item in mixed_batch() if item != NOT_A_BATCH]
     in_one_pass = await alice.client.post("/v1/batch", json={"items": items})
     # Bob's copy ends with an item that is no batch item: read item by item.
