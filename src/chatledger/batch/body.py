@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from chatledger.batch.schemas import BatchRequest, Item
 from chatledger.server.storable import body_may_hold_unstorable
@@ -29,8 +29,6 @@ from chatledger.server.storable import body_may_hold_unstorable
 class _ValidBatch(BaseModel):
     items: list[Item]
 
-
-_VALID_BATCH = TypeAdapter(_ValidBatch)
 
 # The request body as the route's OpenAPI operation documents it.
 OPENAPI: dict[str, Any] = {
@@ -63,7 +61,7 @@ async def read(request: Request) -> Upload:
     check_each = await body_may_hold_unstorable(request)
     if is_json and not check_each:
         try:
-            return Upload(valid=_VALID_BATCH.validate_json(body).items)
+            return Upload(valid=_ValidBatch.model_validate_json(body).items)
         except ValidationError:
             pass  # some item is not valid, or the body is not a batch: read it again
     return Upload(raw=_as_fastapi_reads(body, is_json).items, check_each=check_each)
