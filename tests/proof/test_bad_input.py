@@ -237,11 +237,26 @@ async def test_nul_in_a_query_or_a_path_is_refused(client: httpx.AsyncClient) ->
     assert (await client.get(f"/v1/runs/{nul_id}")).status_code in (404, 422)
 
 
-@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+# Spelled as Python's JSON parser takes them, or too large for a float (a three-digit
+# exponent, or ~300 digits, overflowing to Infinity: 1e999, 1E+400).
+NON_FINITE = {
+    "nan": "NaN",
+    "infinity": "Infinity",
+    "minus_infinity": "-Infinity",
+    "big_exponent": "1e999",
+    "big_signed_exponent": "-1E+0400",
+    "many_digits": "1" + "0" * 320 + ".5",
+    "many_digits_and_an_exponent": "2" + "0" * 250 + "e60",
+}
+
+
+@pytest.mark.parametrize("number", list(NON_FINITE.values()), ids=list(NON_FINITE))
 async def test_numbers_json_cannot_carry_are_refused(
     client: httpx.AsyncClient, number: str
 ) -> None:
     # Python's JSON parser takes these; PostgreSQL's JSONB and every JSON reader do not.
+    usage = '"usage": {"input_tokens": 1, "output_tokens": 1}'
+    interaction = f'"prompt": "q", "response": "a", "model": "echo", {usage}'
     bodies = [
         ("PUT", "/v1/runs/r1", f'{{"metadata": {{"score": {number}}}}}', "metadata.score"),
         (
@@ -250,10 +265,25 @@ async def test_numbers_json_cannot_carry_are_refused(
             f'{{"entries": [{{"node": "n", "status": "done", "data": {{"x": [{number}]}}}}]}}',
             "entries.0.data.x.0",
         ),
+        (
+            "POST",
+            "/v1/runs/r1/interactions",
+            f'{{{interaction}, "metadata": {{"score": {number}}}}}',
+            "metadata.score",
+        ),
     ]
     for method, path, raw, field in bodies:
         answer = await client.request(method, path, content=raw, headers=JSON)
         assert field in refused_fields(answer), answer.text
+    item = f'{{"kind": "interaction", "id": "t1", "run_id": "r1", {interaction}'
+    batch = f'{{"items": [{item}, "metadata": {{"a": [1, {{"b": {number}}}]}}}}]}}'
+    answer = await client.post("/v1/batch", content=batch, headers=JSON)
+    assert answer.status_code == 200, answer.text
+    [result] = answer.json()["results"]
+    assert (result["status"], result["error"]["details"]["field"]) == (
+        "rejected",
+        "items.0.metadata.a.1.b",
+    )
     await nothing_stored(client)
 
 
