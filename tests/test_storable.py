@@ -1,7 +1,8 @@
 """The body search that lets most requests skip the walk for what no database can store
 (`storable.may_hold_unstorable`): it may be wrong only on the safe side. Here, for
 numbers: every one that Python's JSON parser (the server's) or pydantic's reads as
-infinite must be found, however it is spelled."""
+infinite must be found, however it is spelled. And the walk of a validated batch item
+(`storable.numbers_are_finite`) must reach every place a number can be."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import math
 
 import pydantic_core
 import pytest
+from pydantic import TypeAdapter
 
+from chatledger.batch.schemas import Item
 from chatledger.errors import InvalidInput
-from chatledger.storable import check_json, may_hold_unstorable
+from chatledger.storable import check_json, may_hold_unstorable, numbers_are_finite
 
 
 def numbers() -> list[str]:
@@ -58,3 +61,27 @@ def test_a_number_found_is_told_apart_by_the_walk() -> None:
     with pytest.raises(InvalidInput, match="numbers must be finite") as refused:
         check_json(json.loads(body))
     assert refused.value.field == "metadata.b.1"
+
+
+# Each place of a batch item that can hold free-form JSON, with a number in it.
+ITEMS_WITH_A_NUMBER = [
+    '{"kind": "run", "id": "r", "settings": {"t": [%s]}}',
+    '{"kind": "run", "id": "r", "metadata": {"a": {"b": %s}}}',
+    '{"kind": "message", "id": "m", "run_id": "r", "role": "user", "content": "",'
+    ' "metadata": {"s": %s}}',
+    '{"kind": "message", "id": "m", "run_id": "r", "role": "assistant", "content": "",'
+    ' "error": {"n": %s}}',
+    '{"kind": "interaction", "id": "t", "run_id": "r", "prompt": "q", "response": "a",'
+    ' "model": "echo", "usage": {"input_tokens": 1, "output_tokens": 1},'
+    ' "metadata": {"s": %s}}',
+    '{"kind": "trace_entries", "thread_id": "th", "entries":'
+    ' [{"node": "n", "status": "done", "data": {"x": [1, %s]}}]}',
+]
+
+
+@pytest.mark.parametrize("item", ITEMS_WITH_A_NUMBER)
+def test_a_validated_item_is_walked_wherever_a_number_can_be(item: str) -> None:
+    adapter = TypeAdapter[Item](Item)
+    assert numbers_are_finite(adapter.validate_json(item % "1.5e300"))
+    for number in ("NaN", "-Infinity", "1e999"):
+        assert not numbers_are_finite(adapter.validate_json(item % number)), number

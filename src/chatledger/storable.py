@@ -16,9 +16,15 @@ most bodies cannot hold any such value, and are not walked at all.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from typing import Any
+import types
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import AwareDatetime, BaseModel
 
 from chatledger.errors import InvalidInput
 
@@ -89,3 +95,57 @@ def check_text(value: str, field: str) -> None:
 def _printable(field: str) -> str:
     # The field's own name may be what is wrong with it: name it without the bad characters.
     return field.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+
+
+def numbers_are_finite(model: BaseModel) -> bool:
+    """Whether every number a validated model holds is finite, walking only the fields
+    that can hold a float (free-form JSON, most often empty). For a model validated from
+    JSON text by pydantic, whose parser refuses lone surrogates, control characters and
+    text that is not UTF-8: what can still be unstorable there is a non-finite number,
+    or a NUL, which JSON can only spell `\\u0000`."""
+    return all(_finite(getattr(model, name)) for name in _float_fields(type(model)))
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(map(_finite, value.values()))
+    if isinstance(value, list | tuple):
+        return all(map(_finite, value))
+    if isinstance(value, BaseModel):
+        return numbers_are_finite(value)
+    return True
+
+
+@functools.cache
+def _float_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(
+        name for name, field in model.model_fields.items() if _may_hold_float(field.annotation)
+    )
+
+
+# Types that hold no float, whatever they are given; any other may (Any, float, dict…).
+_FLOATLESS: tuple[type, ...] = (str, int, bool, type(None), datetime, date, Decimal, AwareDatetime)
+
+
+def _may_hold_float(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return bool(_float_fields(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, _FLOATLESS):
+        return False
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return False
+    if origin in (Union, types.UnionType) or _is_annotated(annotation):
+        return any(map(_may_hold_float, _types_of(annotation)))
+    return True
+
+
+def _is_annotated(annotation: Any) -> bool:
+    return hasattr(annotation, "__metadata__")
+
+
+def _types_of(annotation: Any) -> tuple[Any, ...]:
+    # Annotated[T, ...]: only T is a type; a union: each of its members.
+    return (annotation.__origin__,) if _is_annotated(annotation) else get_args(annotation)
