@@ -35,6 +35,25 @@ def test_a_time_beyond_the_skew_is_refused(ahead: timedelta) -> None:
         Sent(at=datetime.now(UTC) + ahead)
 
 
+@pytest.mark.parametrize(
+    "zone", [UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12))]
+)
+def test_the_time_is_checked_as_an_instant_whatever_its_zone(zone: timezone) -> None:
+    # (pydantic-core decides whether a time is past: against now in UTC, as an instant.)
+    now = datetime.now(UTC)
+    past, ahead = (now - timedelta(seconds=60)).astimezone(zone), now + CLOCK_SKEW * 3
+    for sent in (past, past.isoformat()):
+        assert Sent.model_validate({"at": sent}).at == past
+    for sent in (ahead.astimezone(zone), ahead.astimezone(zone).isoformat()):
+        with pytest.raises(ValidationError) as refused:
+            Sent.model_validate({"at": sent})
+        [error] = refused.value.errors()
+        assert (error["type"], error["msg"]) == (
+            "value_error",
+            "Value error, must not be in the future",
+        )
+
+
 def test_a_time_without_a_zone_is_refused() -> None:
     with pytest.raises(ValidationError, match="timezone"):
         Sent.model_validate({"at": "2026-07-01T12:30:15"})
