@@ -45,6 +45,7 @@ from chatledger.db.engine import Database
 from chatledger.db.migrate import upgrade
 from chatledger.runs.service import PREVIEW_LENGTH, name_from_message
 from chatledger.tasks.schemas import provider_and_model
+from chatledger.tenants.service import personal_project_id
 from chatledger.tokens import TokenUsage
 
 INTERACTIONS = 20_000
@@ -54,6 +55,7 @@ PER_RUN = 10
 # Batches in flight at once per server process: the client keeps each busy while it reads
 # a reply.
 CONCURRENCY = 2
+USER_ID = "bench"  # the user whose key uploads, and whose rows the baseline writes
 MODELS = ("openai/gpt-4o-mini", "openai/gpt-4o", "anthropic/claude-3-5-haiku-latest")
 PROMPT = "Question {i}: how would you plan a three-day trip to Lisbon on a modest budget?"
 RESPONSE = (
@@ -224,7 +226,9 @@ def baseline_rate(database: BenchDatabase, items: list[dict[str, Any]]) -> float
     """Interactions per second the plain driver stores, as the same rows."""
     asyncio.run(migrated(database))
     writer = DriverWriter(database)
-    project_id = user_id = "bench"
+    # The rows of the user the upload is made as, in that user's project: the same keys
+    # (every row and index entry holds the project's id), not a shorter id's.
+    user_id, project_id = USER_ID, personal_project_id(USER_ID)
     now = datetime.now(UTC)
     with writer.transaction():
         writer.insert(
@@ -308,7 +312,7 @@ def measure(dialect: str, count: int, workers: int) -> None:
                 "chatledger", f"ingest-{dialect}", database_url=database.url, workers=workers
             ) as server,
         ):
-            key = new_user_key(server)
+            key = new_user_key(server, USER_ID)
             cpu_before = cpu_seconds(server.pid)
             elapsed = asyncio.run(upload(server.url, key, items, workers))
             cpu_per_item.append(f"{(cpu_seconds(server.pid) - cpu_before) / count * 1e6:.0f} µs")

@@ -197,7 +197,8 @@ def _is_priced(provider: str, model: str) -> bool:
 
 def to_nano(amount_usd: Decimal) -> int:
     """Exact USD → nano-USD, rounding half a nano up (away from zero)."""
-    return int(amount_usd.scaleb(9).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    # (As quantize(Decimal(1)) rounds it, in half the time: once per item of a batch.)
+    return int(amount_usd.scaleb(9).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 @overload

@@ -15,7 +15,7 @@ from sqlalchemy import event
 
 from chatledger.interactions import bulk, bulk_runs
 from chatledger.server.deps import AppState
-from tests.server.conftest import Account, left_in_cycles
+from tests.server.conftest import Account, authed, left_in_cycles
 from tests.server.test_tasks_api import assert_no_drift
 
 DAY = "2025-06-01"
@@ -317,4 +317,42 @@ async def test_a_run_made_meanwhile_sends_its_group_one_at_a_time(
     run = (await alice.client.get("/v1/runs/trip")).json()
     assert (run["task_count"], run["message_count"]) == (3, 6)
     assert [m["seq"] for m in run["messages"]] == list(range(1, 7))
+    await assert_no_drift(app)
+
+
+async def test_items_acting_for_several_users_land_as_if_one_at_a_time(
+    app: FastAPI, alice: Account, bob: Account, one_at_a_time: Any
+) -> None:
+    # A service key's upload for its app's end users: each item acts for its own user,
+    # and two of them add to one new run (the first one's), so the group is not told
+    # fresh all at once but item by item.
+    opened: list[httpx.AsyncClient] = []
+    keys = [
+        (await a.client.post("/v1/keys", json={"kind": "service"})).json() for a in (alice, bob)
+    ]
+    ours, theirs = (authed(app, key["secret"], opened) for key in keys)
+    items = [
+        interaction(0, run_id="shared", user_id="end-user-1"),
+        interaction(1, run_id="shared", user_id="end-user-2"),
+        interaction(2, run_id="own", user_id="end-user-2"),
+    ]
+    bulk_answer = await ours.post("/v1/batch", json={"items": items})
+    with one_at_a_time:
+        reference = await theirs.post("/v1/batch", json={"items": items})
+    assert verdicts(bulk_answer.json()) == verdicts(reference.json())
+    assert bulk_answer.json()["created"] == 3
+    for run_id, owner, tasks in (("shared", "end-user-1", 2), ("own", "end-user-2", 1)):
+        run, reference_run = [(await c.get(f"/v1/runs/{run_id}")).json() for c in (ours, theirs)]
+        assert (run["user_id"], run["task_count"], run["message_count"]) == (
+            owner,
+            tasks,
+            2 * tasks,
+        )
+        for shown in (run, reference_run):
+            shown.pop("updated_at")
+            for message in shown["messages"]:
+                message.pop("updated_at")
+        assert run == reference_run
+    for client in opened:
+        await client.aclose()
     await assert_no_drift(app)

@@ -75,6 +75,8 @@ async def store_group(
     the whole group (`build`), used when every item of it is fresh."""
     results: dict[int, ItemResult] = {}
     known = await bulk.lookup(session, caller.project_id, [e.pending for e in group])
+    if _all_fresh(group, known):
+        return await _store_block(session, group, one, built)
     claimed: set[str] = set()  # ids the group's earlier items use
     owners = dict(known.run_owners)
     block: list[Entry] = []
@@ -98,6 +100,22 @@ async def store_group(
     for entry in replays:
         results[entry.index] = await one(entry)
     return results
+
+
+def _all_fresh(group: list[Entry], known: bulk.Known) -> bool:
+    """Whether the loop of `store_group` would put every item of the group in one block:
+    nothing of it stored, no id used twice, one caller, who may add to every run. The
+    usual upload, told in a few passes in C, where the loop's steps cost ~1 µs an item
+    while the write lock is held."""
+    if not group or known.tasks or known.messages or known.answered:
+        return False
+    caller = group[0].pending.caller
+    if any(entry.pending.caller is not caller for entry in group):
+        return False  # (items acting for several users: whose runs they are matters)
+    if not caller.sees_all and any(o != caller.user_id for o in known.run_owners.values()):
+        return False
+    ids = [id_ for entry in group for id_ in entry.pending.ids]
+    return len(set(ids)) == len(ids)
 
 
 async def _store_block(

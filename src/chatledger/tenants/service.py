@@ -33,6 +33,11 @@ async def ensure_user(
     return await insert_if_absent(session, User, values)
 
 
+def personal_project_id(user_id: str) -> str:
+    """The id of the project made with a user (`create_user`)."""
+    return f"personal-{user_id}"[:128]
+
+
 async def create_user(
     session: AsyncSession, user_id: str | None, email: str | None, name: str | None
 ) -> tuple[User, Project]:
@@ -42,7 +47,7 @@ async def create_user(
         raise Conflict(f"a user with email {email!r} exists", field="email")
     if not await ensure_user(session, user_id, name, email):
         raise Conflict(f"user {user_id!r} exists", id=user_id)
-    project_id = f"personal-{user_id}"[:128]
+    project_id = personal_project_id(user_id)
     await ensure_project(session, project_id, f"{name or email or user_id}'s project")
     await set_role(session, "project", project_id, user_id, "owner")
     user, project = await session.get(User, user_id), await session.get(Project, project_id)
