@@ -11,7 +11,9 @@
 `check_json` raises `InvalidInput` naming where (`metadata.k`, `entries.0.data.x`).
 The server runs it on every request (server/storable.py); batch ingest on each item, so
 one bad item is rejected alone. Both first ask `may_hold_unstorable` of the raw body:
-most bodies cannot hold any such value, and are not walked at all.
+most bodies cannot hold any such value, and are not walked at all. A batch whose items
+all validate is checked once validated instead (batch/body.py): a NUL's one spelling,
+and `numbers_are_finite` of each item, which walks only what can hold a float.
 """
 
 from __future__ import annotations

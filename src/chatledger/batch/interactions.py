@@ -105,8 +105,8 @@ async def store_group(
 def _all_fresh(group: list[Entry], known: bulk.Known) -> bool:
     """Whether the loop of `store_group` would put every item of the group in one block:
     nothing of it stored, no id used twice, one caller, who may add to every run. The
-    usual upload, told in a few passes in C, where the loop's steps cost ~1 µs an item
-    while the write lock is held."""
+    usual upload, told in a few passes over the group, where the loop's steps cost ~1 µs
+    an item while the write lock is held."""
     if not group or known.tasks or known.messages or known.answered:
         return False
     caller = group[0].pending.caller
