@@ -316,6 +316,12 @@ class _SessionBlock:
             self._token = None
 
 
+def on_postgresql(session: AsyncSession) -> bool:
+    """Whether `session` runs on PostgreSQL (else SQLite), for the statements written
+    once per database."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def _commit_and_close(session: Session) -> None:
     session.commit()
     session.close()

@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import bindparam
 
 from chatledger.db.base import table_of
+from chatledger.db.engine import on_postgresql
 from chatledger.db.prepared import Prepared
 from chatledger.db.sqlite_procedures import Procedure, stop_unless
 from chatledger.db.upsert import adding
@@ -251,8 +252,7 @@ async def _in_one_statement(
         **{f"add_{name}": n for name, n in counted.items()},
         **{f"reply_{name}": value for name, value in row.items()},
     }
-    on_postgresql = session.get_bind().dialect.name == "postgresql"
-    statement = _ANSWERED if on_postgresql else _ANSWERED_ON_SQLITE
+    statement = _ANSWERED if on_postgresql(session) else _ANSWERED_ON_SQLITE
     written = await statement.execute(session, params, last=last)
     if written.one_or_none() is None:
         if written.committed:

@@ -74,6 +74,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import bindparam
 
 from chatledger.db.base import table_of
+from chatledger.db.engine import on_postgresql
 from chatledger.db.prepared import Prepared
 from chatledger.db.sqlite_procedures import Procedure, stop_unless
 from chatledger.db.upsert import insert_if_absent
@@ -115,10 +116,6 @@ class EarlierMessage(NamedTuple):
     role: str
     content: str
     status: str
-
-
-def _on_postgresql(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 @functools.cache
@@ -323,7 +320,7 @@ async def store(
     """Insert the task's row, then the message's (each unless its id exists), and read
     the run's earlier messages; `read_earlier=False`: the run holds nothing else (SQLite
     then reads nothing)."""
-    if _on_postgresql(session):
+    if on_postgresql(session):
         return await _in_one_statement(session, task_row, message_row)
     if not await tasks.insert_row(session, task_row):
         return Asked(False, False, ())
@@ -347,8 +344,8 @@ async def count_and_store(
     run_id = message_row["run_id"]
     # Whose run it is comes from its row: a project's admin may write to a user's run.
     columns = tuple(name for name in task_row if name != "user_id")
-    on_postgresql = _on_postgresql(session)
-    making = _counting_statement if on_postgresql else _sqlite_procedure
+    postgresql = on_postgresql(session)
+    making = _counting_statement if postgresql else _sqlite_procedure
     statement = making(columns, not caller.sees_all)
     params = {
         **runs.counting_params(caller, run_id, message_row["content"], message_row["created_at"]),
@@ -359,7 +356,7 @@ async def count_and_store(
         return None
     first = rows[0]
     opened = runs.counted_in(session, caller, run_id, first)
-    if on_postgresql:
+    if postgresql:
         settings, stored = first.task_settings, _asked(rows)
     else:
         # As the procedure merged them, from the run's settings it answered (merging

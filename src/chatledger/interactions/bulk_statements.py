@@ -32,6 +32,7 @@ from sqlalchemy.types import String
 
 from chatledger.db import deferred_begin, driver_rows, interrupted, upsert, walls
 from chatledger.db.base import table_of
+from chatledger.db.engine import on_postgresql
 from chatledger.db.prepared import Prepared
 
 # Ids per statement: far below every database's limit on bound parameters.
@@ -80,10 +81,6 @@ def _stage(table: Table, names: tuple[str, ...]) -> _Stage:
     return _Stage(name, ensure, move)
 
 
-def _is_postgresql(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 class Lookup:
     """Which of many ids are stored in a column of a project's rows, and what else those
     rows hold (`columns`): one statement per database, built once (a statement built per
@@ -110,7 +107,7 @@ class Lookup:
         when locking, in the order of `values` sorted."""
         if self._locking:
             values = sorted(values)
-        postgresql = _is_postgresql(session)
+        postgresql = on_postgresql(session)
         statement = self._postgresql if postgresql else self._sqlite
         found: list[Any] = []
         for start in range(0, len(values), CHUNK):
@@ -171,7 +168,7 @@ async def insert_rows(
 ) -> None:
     """Insert each table's rows (`converted`), table by table; IdTaken if a key is
     stored already."""
-    if _is_postgresql(session):
+    if on_postgresql(session):
         for table, columns in columns_by_table.items():
             await _copy(session, table, columns)
         return
@@ -194,7 +191,7 @@ async def insert_new(
     counted by the driver's rowcount, the sum of an executemany's; elsewhere as many
     ids as the INSERT returns."""
     table = table_of(model)
-    if _is_postgresql(session):
+    if on_postgresql(session):
         returning = upsert.insert_or_nothing(session, model, returning=("id",))
         return len(list(await session.scalars(returning, rows)))
     connection = await session.connection()

@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, func, literal_column, select, text, tuple_, up
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger.db.base import table_of
+from chatledger.db.engine import on_postgresql
 from chatledger.db.loaded import as_loaded
 from chatledger.db.prepared import Prepared
 from chatledger.db.types import UtcTimeStamp, utcnow
@@ -390,7 +391,7 @@ async def _serialize_attempts(session: AsyncSession, project_id: str, message_id
     both see the same count, so a transaction-scoped advisory lock on the message takes
     turns (the message row itself may not exist yet: a turn creates its task first).
     """
-    if session.get_bind().dialect.name != "postgresql":
+    if not on_postgresql(session):
         return
     key = func.hashtextextended(f"attempts:{project_id}:{message_id}", 0)
     await session.execute(select(func.pg_advisory_xact_lock(key)))
