@@ -16,7 +16,7 @@ from chatledger.batch import service
 from chatledger.batch.schemas import BatchRequest
 from chatledger.server import errors
 from tests.server.conftest import BASE_URL, Account
-from tests.server.test_batch_bulk import mixed_batch, state, verdicts
+from tests.server.test_batch_bulk import interaction, mixed_batch, state, verdicts
 
 NOT_A_BATCH = {"kind": "spaceship"}  # fails validation: the items are then read one by one
 
@@ -62,6 +62,33 @@ async def test_a_batch_lands_the_same_read_either_way(alice: Account, bob: Accou
     assert verdicts(in_one_pass.json()) == verdicts(one_by_one.json())[:-1]
     assert {"rejected", "duplicate", "created"} <= {v[3] for v in verdicts(in_one_pass.json())}
     assert await state(alice.client) == await state(bob.client)
+
+
+@pytest.mark.parametrize(
+    ("spelled", "field"),
+    [
+        ('"a\\u0000b"', "items.1.metadata.note"),
+        ("1e999", "items.1.metadata.note"),
+        ('[1, {"deep": -Infinity}]', "items.1.metadata.note.1.deep"),
+    ],
+    ids=["nul", "too-large-for-a-float", "infinity-nested"],
+)
+async def test_a_valid_item_no_database_can_store_is_rejected_alone(
+    alice: Account, validated_one_by_one: list[int], spelled: str, field: str
+) -> None:
+    # Every item validates, so the batch is read in one pass; what cannot be stored is
+    # found then, and the batch read again item by item: the one item rejected.
+    items = [json.dumps(interaction(n, run_id="r")) for n in range(3)]
+    items[1] = items[1].replace('"metadata": {', f'"metadata": {{"note": {spelled}, ', 1)
+    body = '{"items": [' + ", ".join(items) + "]}"
+    answer = await alice.client.post("/v1/batch", content=body, headers={"content-type": JSON})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == ["created", "rejected", "created"]
+    assert results[1]["error"]["details"]["field"] == field
+    assert len(validated_one_by_one) == 2  # the others, read again (the bad one is refused first)
+    run = (await alice.client.get("/v1/runs/r")).json()
+    assert (run["task_count"], run["message_count"]) == (2, 4)
 
 
 def reference_app() -> FastAPI:
