@@ -4,7 +4,7 @@ token count is checked the same way wherever it arrives."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -58,7 +58,13 @@ class _NotInFuture:
         return core_schema.chain_schema([handler(source), past_or_now])
 
 
+# Every time is stored in UTC, where Python holds years 1 to 9999 only: a time that is
+# in them in its own zone but not in UTC ("0001-01-01T00:00:00+01:00") could not be
+# stored. Compared as instants by pydantic-core.
+_IN_UTC_YEARS = Field(ge=datetime.min.replace(tzinfo=UTC), le=datetime.max.replace(tzinfo=UTC))
+# A client's time.
+Timestamp = Annotated[AwareDatetime, _IN_UTC_YEARS]
 # Items uploaded later (sync, batch, interactions) keep their own time, never a future one.
-PastTimestamp = Annotated[AwareDatetime, _NotInFuture()]
+PastTimestamp = Annotated[AwareDatetime, _IN_UTC_YEARS, _NotInFuture()]
 # Client-computed cost of one call; bounded so nano-USD fits the 64-bit column.
 CostUsd = Annotated[Decimal, Field(ge=0, le=1_000_000, examples=["0.0123"])]

@@ -16,6 +16,7 @@ Never a 500.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -408,3 +409,75 @@ async def test_usage_at_the_ends_of_the_calendar(
 ) -> None:
     answer = await client.get("/v1/usage/daily", params=params)
     assert answer.status_code == status, answer.text
+
+
+# -- times at the ends of the calendar ---------------------------------------------------
+
+# Years 1 and 9999 in a zone whose UTC time falls outside them: Python cannot hold that
+# instant in UTC, where every time is stored.
+BEFORE_YEAR_ONE = "0001-01-01T00:00:00+00:01"
+AFTER_YEAR_9999 = "9999-12-31T23:59:59-00:01"
+
+
+def bodies_with_time(at: str) -> list[tuple[str, str, dict[str, Any], str]]:
+    usage = {"input_tokens": 1, "output_tokens": 1}
+    interaction = {"prompt": "q", "response": "a", "model": "echo", "usage": usage}
+    entry = {"node": "n", "status": "done"}
+    return [
+        ("POST", "/v1/runs", {"id": "r1", "created_at": at}, "created_at"),
+        ("POST", "/v1/runs/r1/messages", {"role": "user", "created_at": at}, "created_at"),
+        ("POST", "/v1/runs/r1/interactions", {**interaction, "completed_at": at}, "completed_at"),
+        (
+            "PUT",
+            "/v1/automation/traces/thread/r1",
+            {"entries": [{**entry, "started_at": at}]},
+            "entries.0.started_at",
+        ),
+        (
+            "POST",
+            "/v1/prices",
+            {"model_pattern": "*", "input_per_mtok": 1, "output_per_mtok": 1, "effective_from": at},
+            "effective_from",
+        ),
+        ("POST", "/v1/prices/quote", {"model": "openai/gpt-4o", "usage": usage, "at": at}, "at"),
+    ]
+
+
+@pytest.mark.parametrize("at", [BEFORE_YEAR_ONE, AFTER_YEAR_9999])
+async def test_a_time_outside_the_calendar_in_utc_is_refused(
+    client: httpx.AsyncClient, at: str
+) -> None:
+    for method, path, body, field in bodies_with_time(at):
+        answer = await client.request(method, path, json=body)
+        if at == AFTER_YEAR_9999 and field in ("created_at", "completed_at"):
+            assert answer.status_code == 422, answer.text  # in the future, anyway
+            continue
+        assert field in refused_fields(answer), (path, answer.text)
+    task = {"kind": "task", "id": "t1", "run_id": "r2", "model": "echo", "status": "completed"}
+    items = [{"kind": "run", "id": "r2", "created_at": at}, {**task, "completed_at": at}]
+    answer = await client.post("/v1/batch", json={"items": items})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == ["rejected", "rejected"]
+    fields = [r["error"]["details"]["errors"][0]["field"] for r in results]
+    assert fields == ["run.created_at", "task.completed_at"], fields
+    await nothing_stored(client)
+    assert (await client.get("/v1/prices")).json() == []
+
+
+async def test_the_first_instant_of_the_calendar_is_stored(client: httpx.AsyncClient) -> None:
+    first = "0001-01-01T00:00:00Z"
+    made = await client.post("/v1/runs", json={"id": "r1", "created_at": first})
+    assert made.status_code == 201, made.text
+    read = (await client.get("/v1/runs/r1")).json()
+    assert read["created_at"].startswith("0001-01-01T00:00:00"), read
+
+
+@pytest.mark.parametrize("path", ["/v1/runs", "/v1/automation/traces"])
+@pytest.mark.parametrize("time", [BEFORE_YEAR_ONE, "2026-01-01T00:00:00", "not a time"])
+async def test_a_cursor_this_server_never_gave_out_is_refused(
+    client: httpx.AsyncClient, path: str, time: str
+) -> None:
+    cursor = base64.urlsafe_b64encode(json.dumps([time, "r1"]).encode()).decode()
+    answer = await client.get(path, params={"cursor": cursor})
+    assert refused_fields(answer) == {"cursor"}, answer.text

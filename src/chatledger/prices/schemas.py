@@ -7,8 +7,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
+from chatledger.fields import Timestamp
 from chatledger.prices.models import PriceOverride
 from chatledger.pricing import Rates, to_nano, usd
 from chatledger.tasks.schemas import UsageIn
@@ -24,7 +25,7 @@ class PriceOverrideCreate(BaseModel):
     # Left out: the override applies to the matching models of every provider.
     provider: Annotated[str, Field(pattern=PROVIDER_PATTERN, examples=["openai"])] | None = None
     # Left out: from now on. A past date reprices nothing already recorded.
-    effective_from: AwareDatetime | None = None
+    effective_from: Timestamp | None = None
     input_per_mtok: UsdPerMillion
     output_per_mtok: UsdPerMillion
     # Left out: the input rate.
@@ -72,7 +73,7 @@ class PriceQuoteRequest(BaseModel):
     model: Annotated[str, Field(min_length=3, max_length=300, examples=["openai/gpt-4o"])]
     usage: UsageIn
     # Left out: now.
-    at: AwareDatetime | None = None
+    at: Timestamp | None = None
 
 
 class PriceQuote(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -12,7 +11,7 @@ from chatledger.messages.schemas import MessageCreate, MessageRead
 from chatledger.runs import service as runs
 from chatledger.runs.schemas import RunCreate, RunDetail, RunRead, RunUpdate
 from chatledger.server.deps import CallerDep, DatabaseDep, WriterDep, acting_for
-from chatledger.server.pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
+from chatledger.server.pagination import MAX_LIMIT, Page, decode_time_cursor, encode_cursor
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -67,15 +66,7 @@ async def list_runs(
     q: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Page[RunRead]:
     """Runs, newest activity first; pass `next_cursor` back as `cursor` for the next page."""
-    position = decode_cursor(cursor)
-    before = None
-    if position is not None:
-        try:
-            before = (datetime.fromisoformat(position[0]), str(position[1]))
-        except (IndexError, TypeError, ValueError) as exc:
-            from chatledger.errors import InvalidInput
-
-            raise InvalidInput("cursor", "not a cursor this server gave out") from exc
+    before = decode_time_cursor(cursor)
     async with db.reading() as session:
         found = await runs.list_runs(session, caller, limit=limit + 1, before=before, query=q)
         items = [RunRead.model_validate(run) for run in found[:limit]]

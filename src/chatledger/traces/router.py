@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatledger.errors import InvalidInput
 from chatledger.ids import ID_PATTERN
 from chatledger.server.deps import CallerDep, DatabaseDep, WriterDep, acting_for
-from chatledger.server.pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
+from chatledger.server.pagination import MAX_LIMIT, Page, decode_time_cursor, encode_cursor
 from chatledger.tenants.caller import Caller
 from chatledger.traces import service as traces
 from chatledger.traces.models import Trace
@@ -83,7 +81,7 @@ async def list_traces(
     thread_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
 ) -> Page[TraceRead]:
     """Traces, newest activity first; pass `next_cursor` back as `cursor`."""
-    before = _position(decode_cursor(cursor))
+    before = decode_time_cursor(cursor)
     async with db.reading() as session:
         found = await traces.list_traces(
             session, caller, limit=limit + 1, before=before, thread_id=thread_id
@@ -98,15 +96,6 @@ async def list_traces(
         last = found[limit - 1]
         next_cursor = encode_cursor(last.updated_at.isoformat(), last.id)
     return Page(items=items, next_cursor=next_cursor)
-
-
-def _position(position: list[Any] | None) -> tuple[datetime, str] | None:
-    if position is None:
-        return None
-    try:
-        return datetime.fromisoformat(position[0]), str(position[1])
-    except (IndexError, TypeError, ValueError) as exc:
-        raise InvalidInput("cursor", "not a cursor this server gave out") from exc
 
 
 @router.get("/thread/{thread_id}", response_model=TraceDetail)

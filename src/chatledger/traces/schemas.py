@@ -7,8 +7,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from chatledger.fields import Timestamp
 from chatledger.ids import ID_PATTERN
 from chatledger.traces.entries import MAX_IDX, NAME_LENGTH, NODE_LENGTH, STATUS_LENGTH, NewEntry
 
@@ -34,8 +35,8 @@ class TraceEntryCreate(BaseModel):
         ),
     ]
     data: dict[str, Any] = Field(default_factory=dict)
-    started_at: AwareDatetime | None = None
-    ended_at: AwareDatetime | None = None
+    started_at: Timestamp | None = None
+    ended_at: Timestamp | None = None
 
     def to_new(self) -> NewEntry:
         return NewEntry(
