@@ -65,6 +65,10 @@ class Settings(BaseSettings):
         default_factory=lambda: sqlite_url(default_database_path()),
         description="SQLAlchemy URL; sqlite+aiosqlite:///file or postgresql+psycopg://…",
     )
+    # PostgreSQL connections a process keeps open, and may open beyond them when busy
+    # (db/engine.py `PoolLimits`); with several workers, each has its own.
+    db_pool_size: int = Field(20, gt=0)
+    db_max_overflow: int = Field(10, ge=0)
     admin_key: str | None = None
     task_lease_seconds: float = Field(60.0, gt=0)
     stream_debounce_ms: int = Field(500, ge=0)

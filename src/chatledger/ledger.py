@@ -39,7 +39,7 @@ class RunDetail:
 class Ledger:
     def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
         self.settings = settings or Settings(**overrides)
-        self.database = Database(self.settings.database_url)
+        self.database = Database.configured(self.settings)
         self.caller = Caller(self.settings.local_project, self.settings.local_user)
         self.engine = ChatEngine(self.database, self.settings)
 

@@ -14,10 +14,8 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Table, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatledger import Settings
-from chatledger.db import engine as db_engine
 from chatledger.db import walls
 from chatledger.interactions import bulk_statements
 from tests.server.conftest import Account
@@ -27,14 +25,10 @@ from tests.server.test_tasks_api import assert_no_drift
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 
-@pytest.fixture(autouse=True)
-def one_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
     """The app's pool holds a single connection: every batch stages through it."""
-
-    def single(url: Any, **options: Any) -> Any:
-        return create_async_engine(url, **options, pool_size=1, max_overflow=0)
-
-    monkeypatch.setattr(db_engine, "create_async_engine", single)
+    return settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0})
 
 
 @pytest.fixture

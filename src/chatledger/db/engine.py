@@ -18,7 +18,7 @@ with the transaction's first statement (deferred_begin.py). chatledger's own loo
 its own: on PostgreSQL one round trip instead of three, on SQLite no BEGIN and COMMIT
 around the read. A pooled connection is pinged before use only once it has idled
 (PING_AFTER_IDLE_S); one lost under a transaction makes that transaction `Busy`, and the
-pool replaces the rest.
+pool replaces the rest. The pool keeps what a busy moment needs open (`PoolLimits`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -45,6 +46,9 @@ from sqlalchemy.util.concurrency import await_, greenlet_spawn, in_greenlet
 
 from chatledger.db import deferred_begin, sqlite_inline, sqlite_procedures, walls
 from chatledger.errors import Busy
+
+if TYPE_CHECKING:
+    from chatledger.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -113,13 +117,38 @@ def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
 PING_AFTER_IDLE_S = 1.0
 
 
-def _postgres_engine(url: URL) -> AsyncEngine:
+@dataclass(frozen=True)
+class PoolLimits:
+    """How many PostgreSQL connections a process keeps open (`size`), and how many more
+    it may open at a busy moment (`overflow`), each closed again when it is returned.
+
+    At 200 live replies a process had 10-20 transactions open at its busiest moments.
+    With SQLAlchemy's default (5 kept, 10 more) it closed and opened again some 40-60
+    connections every 600 replies: each a new server process for PostgreSQL to start,
+    its caches cold and psycopg's prepared statements gone with the old one (the
+    machine's CPU a reply ~11% more, the first token's wait doubled; docs/benchmarks.md,
+    a twenty-first session). The most recently returned connection is handed out first
+    (LIFO), so a quiet process keeps using a few warm ones while the rest idle.
+    `chatledger serve --workers N` opens up to N x (size + overflow): keep that under
+    the server's `max_connections` (100 by default) with room for everything else."""
+
+    size: int = 20
+    overflow: int = 10
+
+
+def _postgres_engine(url: URL, pool: PoolLimits) -> AsyncEngine:
     # The driver never opens a transaction by itself (autocommit); `_begin` below does,
     # where SQLAlchemy asks the driver to begin one: psycopg's own BEGIN would be a round
     # trip of its own, then the wall's settings another, where ours goes with the
     # transaction's first statement. psycopg still sends COMMIT or ROLLBACK for a
     # transaction that is open.
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    engine = create_async_engine(
+        url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=pool.size,
+        max_overflow=pool.overflow,
+        pool_use_lifo=True,
+    )
     dialect = engine.sync_engine.dialect
 
     def _begin(connection: Any) -> None:
@@ -178,9 +207,10 @@ def _postgres_engine(url: URL) -> AsyncEngine:
 
 
 class Database:
-    """Engines and sessions for one database URL."""
+    """Engines and sessions for one database URL; on PostgreSQL, `pool` bounds the
+    connections its pool holds (SQLite's connections are files opened in-process)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool: PoolLimits | None = None) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
@@ -189,11 +219,18 @@ class Database:
             self.write_engine = _sqlite_engine(self.url, "BEGIN IMMEDIATE")
             self.read_engine = _sqlite_engine(self.url, "BEGIN")
         else:
-            self.write_engine = _postgres_engine(self.url)
+            self.write_engine = _postgres_engine(self.url, pool or PoolLimits())
             self.read_engine = self.write_engine
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @classmethod
+    def configured(cls, settings: Settings) -> Database:
+        """The database `settings` name, its pool as large as they say."""
+        return cls(
+            settings.database_url, PoolLimits(settings.db_pool_size, settings.db_max_overflow)
+        )
 
     @property
     def dialect(self) -> str:

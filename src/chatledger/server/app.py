@@ -68,7 +68,7 @@ def create_app(
     one of the worker processes sharing a port (`serve --workers N`; server/limits.py
     `BatchTurns`)."""
     settings = settings or Settings()
-    database = database or Database(settings.database_url)
+    database = database or Database.configured(settings)
     state = AppState(settings, database, ChatEngine(database, settings), no_auth=no_auth)
 
     @contextlib.asynccontextmanager
