@@ -122,12 +122,12 @@ class PoolLimits:
     """How many PostgreSQL connections a process keeps open (`size`), and how many more
     it may open at a busy moment (`overflow`), each closed again when it is returned.
 
-    At 200 live replies a process had 10-20 transactions open at its busiest moments.
-    With SQLAlchemy's default (5 kept, 10 more) it closed and opened again some 40-60
-    connections every 600 replies: each a new server process for PostgreSQL to start,
-    its caches cold and psycopg's prepared statements gone with the old one (the
-    machine's CPU a reply ~11% more, the first token's wait doubled; docs/benchmarks.md,
-    a twenty-first session). The most recently returned connection is handed out first
+    With SQLAlchemy's default (5 kept, 10 more) a process at 200 live replies used all 15
+    at its busiest moments and, between them, closed and opened again 34-62 connections
+    every 600 replies: each a new server process for PostgreSQL to start, its caches cold
+    and psycopg's prepared statements gone with the old one (the machine's CPU a reply
+    ~11% more, and on a slow hour the first token's wait doubled; docs/benchmarks.md, a
+    twenty-first session). The most recently returned connection is handed out first
     (LIFO), so a quiet process keeps using a few warm ones while the rest idle.
     `chatledger serve --workers N` opens up to N x (size + overflow): keep that under
     the server's `max_connections` (100 by default) with room for everything else."""
