@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pydantic_core
 import pytest
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from chatledger.batch.schemas import Item
 from chatledger.errors import InvalidInput
@@ -85,3 +86,20 @@ def test_a_validated_item_is_walked_wherever_a_number_can_be(item: str) -> None:
     assert numbers_are_finite(adapter.validate_json(item % "1.5e300"))
     for number in ("NaN", "-Infinity", "1e999"):
         assert not numbers_are_finite(adapter.validate_json(item % number)), number
+
+
+class Node(BaseModel):
+    """A model that holds itself: its fields are found without asking about it forever."""
+
+    name: str
+    data: dict[str, Any] = {}
+    next: Node | None = None
+
+
+def test_a_model_that_holds_itself_is_walked_all_the_way_down() -> None:
+    last = Node(name="last", data={"score": 0.5})
+    chain = Node(name="first", next=Node(name="second", next=last))
+    assert numbers_are_finite(chain)
+
+    last.data["score"] = math.inf
+    assert not numbers_are_finite(chain)

@@ -122,9 +122,18 @@ def _finite(value: Any) -> bool:
 
 @functools.cache
 def _float_fields(model: type[BaseModel]) -> tuple[str, ...]:
-    return tuple(
-        name for name, field in model.model_fields.items() if _may_hold_float(field.annotation)
-    )
+    _INSPECTING.add(model)
+    try:
+        return tuple(
+            name for name, field in model.model_fields.items() if _may_hold_float(field.annotation)
+        )
+    finally:
+        _INSPECTING.discard(model)
+
+
+# The models whose fields `_float_fields` is going through: met again inside themselves
+# (a model that holds itself, a tree), one is walked rather than asked again without end.
+_INSPECTING: set[type[BaseModel]] = set()
 
 
 # Types that hold no float, whatever they are given; any other may (Any, float, dict…).
@@ -133,7 +142,7 @@ _FLOATLESS: tuple[type, ...] = (str, int, bool, type(None), datetime, date, Deci
 
 def _may_hold_float(annotation: Any) -> bool:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return bool(_float_fields(annotation))
+        return annotation in _INSPECTING or bool(_float_fields(annotation))
     if isinstance(annotation, type) and issubclass(annotation, _FLOATLESS):
         return False
     origin = get_origin(annotation)
