@@ -10,6 +10,7 @@ from chatledger.batch import body as batch_body
 from chatledger.batch import service as batch
 from chatledger.batch.schemas import MAX_ITEMS, BatchResult
 from chatledger.errors import PayloadTooLarge
+from chatledger.interactions import statistics
 from chatledger.server.deps import DatabaseDep, WriterDep
 
 router = APIRouter(tags=["batch"])
@@ -29,6 +30,8 @@ async def ingest(request: Request, db: DatabaseDep, caller: WriterDep) -> BatchR
     built = await batch.build(db, caller, checked)  # the interactions' rows, as well
     async with db.transaction() as session:
         results = await batch.store(session, caller, checked, built)
+    if built:  # the interactions' tables hold rows: what their lookups need measured
+        await statistics.take_once(db)
     counts = Counter(result.status for result in results)
     return BatchResult(
         results=results,
