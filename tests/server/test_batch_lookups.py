@@ -69,6 +69,15 @@ async def test_the_lookups_tables_are_analyzed_once_they_hold_rows(
     assert found == {"tasks", "messages", "runs"}
 
 
+async def test_a_batch_is_answered_even_when_analyzing_fails(
+    alice: Account, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A table that is not there: PostgreSQL refuses to analyze it.
+    monkeypatch.setattr(statistics, "TABLES", (*statistics.TABLES, "no_such_table"))
+    await upload(alice, 1)  # (its answer checked: 200, every item created)
+    assert "analyzing tasks, messages, runs, no_such_table failed" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("lookup", "table", "column"),
     [

@@ -13,6 +13,7 @@ autovacuum keeps the rest up to date: so this is asked once per process and data
 
 from __future__ import annotations
 
+import logging
 import weakref
 
 from sqlalchemy import bindparam, text
@@ -36,6 +37,8 @@ _UNMEASURED = text(
 
 _asked: weakref.WeakSet[Database] = weakref.WeakSet()
 
+log = logging.getLogger(__name__)
+
 
 async def take_once(database: Database) -> None:
     """Analyze the lookups' tables that have no statistics, once per process and
@@ -45,9 +48,15 @@ async def take_once(database: Database) -> None:
     if database.is_sqlite or database in _asked:
         return
     _asked.add(database)  # whatever comes of it: never a statement more per batch
-    with walls.acting_as_chatledger():
-        async with database.looking_up() as session:
-            unmeasured = (await session.scalars(_UNMEASURED, {"tables": list(TABLES)})).all()
-            if unmeasured:
-                # (SKIP_LOCKED: another process analyzing them now does it for both.)
-                await session.execute(text(f"ANALYZE (SKIP_LOCKED) {', '.join(unmeasured)}"))
+    try:
+        with walls.acting_as_chatledger():
+            async with database.looking_up() as session:
+                tables = {"tables": list(TABLES)}
+                unmeasured = (await session.scalars(_UNMEASURED, tables)).all()
+                if unmeasured:
+                    # (SKIP_LOCKED: another process analyzing them now does it for both.)
+                    analyze = f"ANALYZE (SKIP_LOCKED) {', '.join(unmeasured)}"
+                    await session.execute(text(analyze))
+    except Exception:
+        # The batch is stored already: its answer must not turn into an error for this.
+        log.warning("analyzing %s failed; autovacuum will", ", ".join(TABLES), exc_info=True)
