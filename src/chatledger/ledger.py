@@ -44,10 +44,14 @@ class Ledger:
         self.engine = ChatEngine(self.database, self.settings)
 
     async def open(self) -> Ledger:
-        await upgrade(self.database)
-        async with self.database.transaction() as session:
-            await tenants.ensure_project(session, self.caller.project_id)
-            await tenants.ensure_user(session, self.caller.user_id)
+        try:
+            await upgrade(self.database)
+            async with self.database.transaction() as session:
+                await tenants.ensure_project(session, self.caller.project_id)
+                await tenants.ensure_user(session, self.caller.user_id)
+        except BaseException:
+            await self.close()  # (`async with` closes only what it has opened)
+            raise
         return self
 
     async def close(self) -> None:

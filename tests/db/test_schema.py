@@ -32,8 +32,10 @@ from chatledger.db.migrate import (
     alembic_config,
     current_revision,
     head_revision,
+    known_revisions,
     upgrade,
 )
+from chatledger.errors import ChatledgerError
 from chatledger.interactions.bulk_statements import sqlite_lookup
 from chatledger.messages.models import Message
 from chatledger.runs import service as runs
@@ -158,6 +160,35 @@ async def test_head_is_the_newest_revision() -> None:
     a database compares its revision with before it would load alembic."""
     newest = max(p.name.split("_")[0] for p in (MIGRATIONS / "versions").glob("[0-9]*.py"))
     assert _head() == newest == head_revision()
+    script = ScriptDirectory.from_config(alembic_config())
+    assert known_revisions() == {revision.revision for revision in script.walk_revisions()}
+
+
+async def test_a_schema_newer_than_the_code_is_refused_untouched(settings: Settings) -> None:
+    # An older chatledger opening a database a newer one has migrated.
+    async with Ledger(settings) as ledger:
+        async with ledger.database.transaction() as session:
+            await runs.ensure(session, ledger.caller, "kept", name="still here")
+        async with ledger.database.write_engine.begin() as connection:
+            await connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+
+    with pytest.raises(ChatledgerError) as refused:
+        async with Ledger(settings):
+            pass
+    assert refused.value.message.startswith(
+        "the database's schema is at revision 9999, which this chatledger does not know "
+        f"(its newest is {_head()})"
+    )
+    assert refused.value.details == {"revision": "9999", "head": _head()}
+
+    database = Database(settings.database_url)
+    try:
+        assert await current_revision(database) == "9999"
+        async with database.reading() as session:
+            kept = await session.scalar(select(Run.name).where(Run.id == "kept"))
+    finally:
+        await database.dispose()
+    assert kept == "still here"
 
 
 # -- SQLite ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, inspect, text
 
 from chatledger.db import sqlite_procedures
 from chatledger.db.engine import Database
+from chatledger.errors import ChatledgerError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -29,12 +30,19 @@ VERSION_TABLE = "alembic_version"
 MIGRATION_LOCK = 0x636C_6D69_6772  # "clmigr"
 
 
+def known_revisions() -> frozenset[str]:
+    """This chatledger's migrations' revisions, read from the file names, which begin
+    with them ("0010_project_usage_daily.py" is revision "0010", after "0009"): what
+    alembic's script directory would say, without importing alembic
+    (tests/db/test_schema.py checks that the two agree)."""
+    return frozenset(
+        path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9]*.py")
+    )
+
+
 def head_revision() -> str:
-    """The newest migration's revision, read from the file names, which begin with it
-    ("0010_project_usage_daily.py" is revision "0010", after "0009"): what alembic's
-    script directory would say, without importing alembic (tests/db/test_schema.py
-    checks that the two agree)."""
-    return max(path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9]*.py"))
+    """The newest migration's revision."""
+    return max(known_revisions())
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -50,8 +58,19 @@ def _upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     # Cheap check first: opening an up-to-date database should cost a query or two.
-    if _current(connection) == head_revision():
+    current = _current(connection)
+    if current == head_revision():
         return
+    if current is not None and current not in known_revisions():
+        # Migrated by a newer chatledger (an older one opening it again): alembic would
+        # only say it "can't locate revision", from deep in a traceback.
+        raise ChatledgerError(
+            f"the database's schema is at revision {current}, which this chatledger does "
+            f"not know (its newest is {head_revision()}): it was migrated by a newer "
+            "chatledger; open it with that version or a later one",
+            revision=current,
+            head=head_revision(),
+        )
     from alembic import command
 
     if connection.dialect.name == "sqlite":
