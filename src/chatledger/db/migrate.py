@@ -58,18 +58,19 @@ def _upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     # Cheap check first: opening an up-to-date database should cost a query or two.
-    current = _current(connection)
-    if current == head_revision():
+    current, known = _current(connection), known_revisions()
+    head = max(known)
+    if current == head:
         return
-    if current is not None and current not in known_revisions():
+    if current is not None and current not in known:
         # Migrated by a newer chatledger (an older one opening it again): alembic would
         # only say it "can't locate revision", from deep in a traceback.
         raise ChatledgerError(
             f"the database's schema is at revision {current}, which this chatledger does "
-            f"not know (its newest is {head_revision()}): it was migrated by a newer "
-            "chatledger; open it with that version or a later one",
+            f"not know (its newest is {head}): it was migrated by a newer chatledger; "
+            "open it with that version or a later one",
             revision=current,
-            head=head_revision(),
+            head=head,
         )
     from alembic import command
 
