@@ -125,7 +125,7 @@ def bind_processor(column_type: TypeEngine[Any], dialect: Dialect) -> Bind | Non
     would give it, a UTC timestamp on SQLite made text in one call where SQLAlchemy's
     processors take two (~8 → ~2 µs)."""
     if dialect.name == "sqlite" and isinstance(column_type, UtcTimeStamp):
-        return _timestamp_text
+        return timestamp_text
     return column_type.dialect_impl(dialect).bind_processor(dialect)
 
 
@@ -135,8 +135,8 @@ class Conversions:
     once. Keep it no longer than the rows (see `_ByIdentity`)."""
 
     def __init__(self) -> None:
-        self.timestamp = _ByIdentity(_timestamp_text)  # SQLite's text of a timestamp
-        self.document = _ByIdentity(_json_text)  # a JSON document's text
+        self.timestamp = _ByIdentity(timestamp_text)  # SQLite's text of a timestamp
+        self.document = _ByIdentity(json_text)  # a JSON document's text
 
     def of(self, table: Table, name: str, dialect: Dialect) -> ColumnConversion | None:
         column_type: TypeEngine[Any] = table.c[name].type
@@ -170,7 +170,7 @@ class _ByIdentity:
         return list(map(seen.__getitem__, ids))
 
 
-def _timestamp_text(value: datetime | None) -> str | None:
+def timestamp_text(value: datetime | None) -> str | None:
     """SQLite's text of an aware datetime in UTC (`YYYY-MM-DD HH:MM:SS.ffffff`)."""
     if value is None:
         return None
@@ -181,7 +181,7 @@ def _timestamp_text(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
     # SQLAlchemy's JSON type stores None as the JSON null, not SQL NULL.
     if value is None:
         return "null"

@@ -36,14 +36,14 @@ from chatledger.db import driver_rows, upsert
 from chatledger.db.base import table_of
 from chatledger.db.types import utcnow
 from chatledger.ids import checked_id
-from chatledger.interactions import bulk_runs
+from chatledger.interactions import bulk_rows, bulk_runs
 from chatledger.interactions import bulk_statements as statements
-from chatledger.interactions.service import SERVICE, NewInteraction, ended_at
+from chatledger.interactions.service import NewInteraction, ended_at
 from chatledger.messages.models import Message
 from chatledger.prices import service as prices
 from chatledger.runs.models import Run
 from chatledger.runs.service import name_from_message
-from chatledger.tasks.models import Task, token_columns
+from chatledger.tasks.models import Task
 from chatledger.tasks.schemas import provider_and_model
 from chatledger.tenants.caller import Caller
 from chatledger.usage.models import UsageDaily
@@ -166,16 +166,10 @@ def build(
     """The rows of fresh interactions whose runs belong to `owners` (one per pending);
     `project_prices` may be None when every interaction brings its cost."""
     project_id = pendings[0].caller.project_id
-    tasks: list[dict[str, Any]] = []
-    messages: list[dict[str, Any]] = []
+    rows = bulk_rows.GroupRows(project_id, now, bulk_rows.DriverValues.of(dialect))
     message_runs: list[str] = []
     runs: dict[str, bulk_runs.RunDelta] = {}
     usage: dict[UsageKey, dict[str, int]] = {}
-    # Documents the rows share when an interaction brings no metadata (most do), each
-    # then made JSON once for the whole group (`db.driver_rows`).
-    bare_request: dict[str, Any] = {"metadata": {}}
-    bare_reply_metadata: dict[str, dict[str, Any]] = {}
-    prompt_metadata: dict[str, Any] = {}  # a user message's: always empty
     for p, owner in zip(pendings, owners, strict=True):
         new, tokens = p.new, p.new.usage
         cost_nano, price_source = new.cost_nano, "client"
@@ -184,43 +178,11 @@ def build(
             price = project_prices.price(p.provider, p.model, tokens, p.ended_at)
             cost_nano, price_source = price.cost_nano, price.source
         asked_at = new.created_at or now
-        tasks.append(
-            {
-                "project_id": project_id,
-                "id": p.task_id,
-                "run_id": p.run_id,
-                "user_id": owner,
-                "user_message_id": p.user_message_id,
-                "attempt": 1,
-                "service": SERVICE,
-                "task_name": None,
-                "provider": p.provider,
-                "model": p.model,
-                "request": {"metadata": new.metadata} if new.metadata else bare_request,
-                "status": "completed",
-                "response_text": new.response,
-                "error": None,
-                **token_columns(tokens),
-                "cost_nano": cost_nano,
-                "price_source": price_source,
-                "ttft_ms": new.ttft_ms,
-                "total_ms": new.total_ms,
-                "created_at": asked_at,
-                "updated_at": p.ended_at,
-                "heartbeat_at": now,
-                "completed_at": p.ended_at,
-            }
-        )
+        rows.add(p, owner, cost_nano, price_source, asked_at)
         run = runs.setdefault(p.run_id, bulk_runs.RunDelta())
         run.count_message(new.prompt, asked_at)
-        messages.append(_message(p, "user", new.prompt, asked_at, now, prompt_metadata))
         run.count_task(tokens.total, cost_nano, p.model, p.ended_at)
         run.count_message(new.response, p.ended_at)
-        if new.metadata:
-            metadata = {**new.metadata, "model": p.model}
-        else:
-            metadata = bare_reply_metadata.setdefault(p.model, {"model": p.model})
-        messages.append(_message(p, "assistant", new.response, p.ended_at, p.ended_at, metadata))
         message_runs += (p.run_id, p.run_id)
         day = p.ended_at.astimezone(UTC).date()
         counters = usage.setdefault((project_id, owner, day, p.model), dict.fromkeys(COUNTERS, 0))
@@ -230,13 +192,12 @@ def build(
         counters["cached_tokens"] += tokens.cached_tokens
         counters["reasoning_tokens"] += tokens.reasoning_tokens
         counters["cost_nano"] += cost_nano or 0
-    converted = statements.converted(dialect, {table_of(Task): tasks, table_of(Message): messages})
     return Rows(
         pendings=pendings,
         owners=tuple(owners),
         now=now,
-        tasks=converted[table_of(Task)],
-        messages=converted[table_of(Message)],
+        tasks=rows.tasks(),
+        messages=rows.messages(),
         message_runs=message_runs,
         runs=runs,
         usage=usage,
@@ -294,31 +255,6 @@ def _owner(runs: dict[str, bulk_runs.RunTotals], p: Pending) -> str:
     if run is None or not (p.caller.sees_all or run.user_id == p.caller.user_id):
         raise NotFresh(f"run {p.run_id!r} is another user's")
     return run.user_id
-
-
-def _message(
-    p: Pending,
-    role: str,
-    content: str,
-    created_at: datetime,
-    updated_at: datetime,
-    metadata: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "project_id": p.caller.project_id,
-        "id": p.user_message_id if role == "user" else p.assistant_message_id,
-        "run_id": p.run_id,
-        "seq": 0,  # numbered once the run is locked (`store`)
-        "parent_id": None if role == "user" else p.user_message_id,
-        "role": role,
-        "content": content,
-        "status": "complete",
-        "error": None,
-        "task_id": p.task_id,
-        "metadata": metadata,
-        "created_at": created_at,
-        "updated_at": updated_at,
-    }
 
 
 def _runs_to_create(

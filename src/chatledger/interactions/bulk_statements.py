@@ -8,8 +8,8 @@ where the database has a much faster way:
   `json_each(ids)`, one parameter where SQLAlchemy would expand the list;
 - inserting many rows: `COPY` on PostgreSQL, several times faster than any INSERT;
   executemany on SQLite, whose inserts are cheap and which has no COPY, with the rows
-  made ready for the driver by `db.driver_rows` (SQLAlchemy's per-row work cost more
-  than SQLite's).
+  made ready for the driver (`interactions.bulk_rows`, `db.driver_rows`: SQLAlchemy's
+  per-row work cost more than SQLite's).
 
 Both run on the session's own connection, inside its transaction and savepoint.
 """
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Dialect, Select, Table, bindparam, func, literal_column, select, true
+from sqlalchemy import Select, Table, bindparam, func, literal_column, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -158,30 +158,11 @@ def _project(column: Any) -> Any:
     return column.table.c.project_id == bindparam("project_id")
 
 
-def converted(
-    dialect: Dialect, rows_by_table: dict[Table, list[dict[str, Any]]]
-) -> dict[Table, driver_rows.Columns]:
-    """Each table's rows (dicts keyed by column name) as `insert_rows` sends them to the
-    driver of `dialect`: SQLite's parameters, PostgreSQL's COPY values."""
-    # The tables' rows share timestamps and documents: each is converted once.
-    conversions = driver_rows.Conversions()
-    converted: dict[Table, driver_rows.Columns] = {}
-    for table, rows in rows_by_table.items():
-        if not rows:
-            continue
-        names = list(rows[0])
-        if dialect.name == "postgresql":
-            converted[table] = driver_rows.copy_converted(table, names, rows, conversions)
-        else:
-            converted[table] = driver_rows.converted(table, names, rows, dialect, conversions)
-    return converted
-
-
 async def insert_rows(
     session: AsyncSession, columns_by_table: dict[Table, driver_rows.Columns]
 ) -> None:
-    """Insert each table's rows (`converted`), table by table; IdTaken if a key is
-    stored already."""
+    """Insert each table's rows (`bulk_rows.GroupRows`), table by table; IdTaken if a
+    key is stored already."""
     if on_postgresql(session):
         for table, columns in columns_by_table.items():
             await _copy(session, table, columns)
