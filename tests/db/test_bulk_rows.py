@@ -1,8 +1,9 @@
 """A batch group's rows made column by column (interactions/bulk_rows.py) hold exactly what
-`db.driver_rows` makes of the same rows as dictionaries, which hold what SQLAlchemy's
-column types bind (tests/db/test_driver_rows.py): for SQLite's executemany and for
-PostgreSQL's COPY. What the rows say is checked end to end, against one interaction
-stored at a time, by tests/server/test_batch_bulk.py."""
+the driver takes: for SQLite's executemany what `db.driver_rows` makes of the same rows
+as dictionaries, which is what SQLAlchemy's column types bind
+(tests/db/test_driver_rows.py); for PostgreSQL's COPY a JSON document as its text and
+every other value as it is (psycopg adapts it). What the rows say is checked end to
+end, against one interaction stored at a time, by tests/server/test_batch_bulk.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Dialect, Table
+from sqlalchemy import JSON, Dialect, Table
 from sqlalchemy.dialects.postgresql.psycopg import PGDialectAsync_psycopg
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 
@@ -83,14 +84,20 @@ def as_it_is(value: Any) -> Any:
 UNCONVERTED = DriverValues(as_it_is, as_it_is, as_it_is)
 
 
-def driver_rows_of(table: Table, columns: driver_rows.Columns, dialect: Dialect) -> list[Any]:
-    """What `db.driver_rows` makes of the same rows given as dictionaries."""
+def driver_takes(table: Table, columns: driver_rows.Columns, dialect: Dialect) -> list[Any]:
+    """The rows `columns` holds (unconverted) as the driver of `dialect` takes them."""
     names = list(columns.names)
-    rows = [dict(zip(names, row, strict=True)) for row in columns.rows()]
-    conversions = driver_rows.Conversions()
     if dialect.name == "postgresql":
-        return driver_rows.copy_values(table, names, rows, conversions)
-    return driver_rows.values(table, names, rows, dialect, conversions)
+        documents = [isinstance(table.c[name].type, JSON) for name in names]
+        return [
+            tuple(
+                driver_rows.json_text(value) if document else value
+                for value, document in zip(row, documents, strict=True)
+            )
+            for row in columns.rows()
+        ]
+    rows = [dict(zip(names, row, strict=True)) for row in columns.rows()]
+    return driver_rows.values(table, names, rows, dialect)
 
 
 @pytest.mark.parametrize("dialect", DIALECTS, ids=lambda dialect: dialect.name)
@@ -102,7 +109,7 @@ def test_every_column_is_what_driver_rows_makes_of_it(dialect: Dialect) -> None:
         (table_of(Message), made.messages(), raw.messages()),
     ):
         assert ours.names == unconverted.names
-        assert ours.rows() == driver_rows_of(table, unconverted, dialect), table.name
+        assert ours.rows() == driver_takes(table, unconverted, dialect), table.name
 
 
 @pytest.mark.parametrize("model", [Task, Message], ids=["tasks", "messages"])

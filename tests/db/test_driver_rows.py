@@ -127,43 +127,18 @@ def test_the_insert_names_every_column_once() -> None:
     assert sql == 'INSERT INTO "messages" ("id", "metadata") VALUES (?, ?)'
 
 
-def test_copy_rows_carry_json_as_its_text_and_every_other_value_as_it_is() -> None:
-    """PostgreSQL's COPY: psycopg adapts timestamps and the rest itself; a JSON document
-    goes as the text SQLAlchemy's JSON type would store, a shared one made text once."""
-    table = table_of(Task)
-    at, request = TIMES[1], {"metadata": {}}
-    rows = [
-        {"id": "t1", "request": request, "error": None, "created_at": at},
-        {"id": "t2", "request": request, "error": {"code": "x"}, "created_at": at},
-    ]
-    copied = driver_rows.copy_values(
-        table, ["id", "request", "error", "created_at"], rows, driver_rows.Conversions()
-    )
-    assert copied == [
-        ("t1", '{"metadata": {}}', "null", at),
-        ("t2", '{"metadata": {}}', '{"code": "x"}', at),
-    ]
-    assert copied[0][1] is copied[1][1]
-    assert copied[0][3] is at
-
-
-@pytest.mark.parametrize(
-    "convert", [driver_rows.converted, driver_rows.copy_converted], ids=["sqlite", "copy"]
-)
-def test_a_column_taken_as_it_is_can_be_replaced_before_the_rows_are_made(convert: Any) -> None:
+def test_a_column_taken_as_it_is_can_be_replaced_before_the_rows_are_made() -> None:
     # Batch ingest numbers its messages once their runs are locked, after the rest of
     # each row was made ready for the driver (interactions/bulk.py).
     table = table_of(Message)
     at = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
     rows = [{"id": f"m{n}", "seq": 0, "created_at": at} for n in range(3)]
-    arguments = (DIALECT,) if convert is driver_rows.converted else ()
-    columns = convert(
-        table, ["id", "seq", "created_at"], rows, *arguments, driver_rows.Conversions()
+    columns = driver_rows.converted(
+        table, ["id", "seq", "created_at"], rows, DIALECT, driver_rows.Conversions()
     )
     numbered = columns.replaced("seq", [4, 5, 6])
     made = [row[:2] for row in numbered.rows()]
     assert made == [("m0", 4), ("m1", 5), ("m2", 6)]
     assert [row[1] for row in columns.rows()] == [0, 0, 0]  # the rows built stay as they were
-    if convert is driver_rows.converted:  # SQLite's text of a timestamp: converted
-        with pytest.raises(ValueError, match="created_at"):
-            columns.replaced("created_at", [at] * 3)
+    with pytest.raises(ValueError, match="created_at"):  # SQLite's text of a timestamp
+        columns.replaced("created_at", [at] * 3)

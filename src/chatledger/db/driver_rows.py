@@ -1,12 +1,13 @@
 """Many rows inserted through the driver directly (batch ingest): on SQLite each value as
-its column's SQLAlchemy type would bind it, for PostgreSQL's COPY each JSON document as
-its text.
+its column's SQLAlchemy type would bind it. A group's new runs go through `values`; its
+tasks and messages are made column by column by `interactions.bulk_rows`, with the
+conversions here.
 
 For an `executemany` of thousands of rows SQLAlchemy spends more time than SQLite: per
 row it builds a parameter dictionary (`construct_params`), then runs every column's bind
 processor, and a timestamp costs two calls (UTC, then SQLite's text). Here a row is one
-tuple, and a timestamp or a JSON document is converted once per object (the rows of a
-group share them: when it was asked, when it ended, now; a request document).
+tuple, and a timestamp or a JSON document is converted once per object (rows inserted
+together share them: a group's new runs, their empty documents).
 `tests/db/test_driver_rows.py` checks every conversion against the type's own processor,
 so what is stored is what SQLAlchemy would have stored.
 """
@@ -47,15 +48,6 @@ def values(
     return converted(table, columns, rows, dialect, conversions or Conversions()).rows()
 
 
-def copy_values(
-    table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]], conversions: Conversions
-) -> list[tuple[Any, ...]]:
-    """`rows` as PostgreSQL's COPY takes them from psycopg: a JSON document as its text,
-    which COPY hands to the column's own input (jsonb parses it); every other value as
-    psycopg adapts it."""
-    return copy_converted(table, columns, rows, conversions).rows()
-
-
 def converted(
     table: Table,
     columns: Sequence[str],
@@ -65,16 +57,6 @@ def converted(
 ) -> Columns:
     """As `values`, kept column by column until `Columns.rows`."""
     return _converted(columns, rows, lambda name: conversions.of(table, name, dialect))
-
-
-def copy_converted(
-    table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]], conversions: Conversions
-) -> Columns:
-    """As `copy_values`, kept column by column until `Columns.rows`."""
-    json_columns = {name for name in columns if isinstance(table.c[name].type, JSON)}
-    return _converted(
-        columns, rows, lambda name: conversions.document.column if name in json_columns else None
-    )
 
 
 ColumnConversion = Callable[[list[Any]], list[Any]]
