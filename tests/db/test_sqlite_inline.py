@@ -77,6 +77,31 @@ async def test_sqlite_itself_never_waits_for_a_lock(ledger: Ledger) -> None:
         assert busy_timeout == 0
 
 
+async def test_a_write_gives_up_once_its_busy_timeout_has_passed_by_the_clock(
+    ledger: Ledger,
+) -> None:
+    """The pauses between tries are shorter than the loop's timers can sleep (about a
+    millisecond when nothing else is ready): the timeout counts the time that passed,
+    not the pauses asked for."""
+    if not ledger.database.is_sqlite:
+        pytest.skip("SQLite's single write lock")
+    url = ledger.database.write_engine.url
+    timeout_s = 0.3
+    connection = await sqlite_inline.connector(url, busy_timeout_s=timeout_s)()
+    other = sqlite3.connect(_file_of(ledger), isolation_level=None)  # as another process
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await connection.begin("BEGIN IMMEDIATE")
+        waited = time.monotonic() - started
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await connection.close()
+    assert timeout_s <= waited < timeout_s * 1.5
+
+
 async def test_reads_and_writes_round_trip_through_the_inline_connection(
     ledger: Ledger,
 ) -> None:
