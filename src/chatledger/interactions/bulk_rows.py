@@ -9,9 +9,11 @@ values that are its own (ids, texts, counts, its two times, each converted once 
 the columns and rows that hold it), and the columns that every row holds alike (the
 project, the status, an empty document) are filled once for the group.
 
-The values are those `driver_rows` gives (`DriverValues`: SQLite's executemany or
-PostgreSQL's COPY); tests/db/test_bulk_rows.py checks every column against its
-conversion of the same rows as dictionaries.
+Each value is as the driver takes it (`DriverValues`): for SQLite's executemany as
+`driver_rows` converts it, which is as SQLAlchemy's column type binds it; for
+PostgreSQL's COPY a JSON document as its text and the rest as it is.
+tests/db/test_bulk_rows.py checks every column of both against the same rows converted
+as dictionaries.
 """
 
 from __future__ import annotations
