@@ -108,11 +108,14 @@ class GroupRows:
         its user and assistant messages."""
         new, tokens, values = p.new, p.new.usage, self._values
         asked, ended = values.timestamp(asked_at), values.timestamp(p.ended_at)
-        request = values.document({"metadata": new.metadata}) if new.metadata else None
+        if new.metadata:
+            request = values.document({"metadata": new.metadata})
+        else:
+            request = self._bare_request
         self._tasks.append(
             (
                 *(p.task_id, p.run_id, owner, p.user_message_id, p.provider, p.model),
-                request or self._bare_request,
+                request,
                 *(new.response, tokens.input_tokens, tokens.output_tokens),
                 *(tokens.cached_tokens, tokens.reasoning_tokens, tokens.cache_write_tokens),
                 values.boolean(tokens.estimated),
