@@ -9,7 +9,8 @@ Both run under one uvicorn configuration (no access log: a deployment's choice, 
 would cost both sides the same), so the difference between them is chatledger's work.
 `--profile FILE` samples the whole process with pyinstrument and writes an HTML report
 when the server stops. `--workers N` serves the port from N processes, as `chatledger
-serve --workers N` does (uvicorn's supervisor, each worker importing the app afresh).
+serve --workers N` does (chatledger's supervisor, server/supervisor.py, each worker
+importing the app afresh; `--worker` is how it starts a bare-sse one).
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from typing import Any, NoReturn
 import uvicorn
 from fastapi import FastAPI
 
-# What each worker process imports: chatledger's is the worker of `chatledger serve
-# --workers N` (a factory; settings from CHATLEDGER_*).
-WORKER_TARGETS = {"chatledger": "chatledger.server.worker:app", "bare-sse": "bench.bare_sse:app"}
+# The log options of every server a bench runs.
+QUIET = ["--log-level", "warning", "--no-access-log"]
 
 
 def _app(name: str) -> FastAPI:
@@ -67,7 +67,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--profile", help="write a pyinstrument HTML profile here")
     parser.add_argument("--workers", type=int, default=1, help="processes serving the port")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:  # one of bare-sse's --workers, started by the supervisor
+        from bench.bare_sse import app
+        from chatledger.server import supervisor
+
+        supervisor.serve_listening(app, factory=False, log_level="warning", access_log=False)
+        return
     options: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": args.port,
@@ -83,17 +90,20 @@ def main() -> None:
 
 
 def _supervise(name: str, workers: int, port: int) -> NoReturn:
-    """What `chatledger serve --workers N` does: migrate once, then become plain uvicorn
-    (same pid) supervising N workers, none of this process's imports kept."""
-    command = [sys.executable, "-m", "uvicorn", WORKER_TARGETS[name], "--workers", str(workers)]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    command += ["--no-access-log"]
+    """What `chatledger serve --workers N` does: migrate once, then become the supervisor
+    (same pid) of N workers, none of this process's imports kept."""
+    from chatledger.server import supervisor
+
     if name == "chatledger":
         from chatledger.config import Settings
         from chatledger.db.migrate import upgrade_at
 
         asyncio.run(upgrade_at(Settings().database_url))  # the database the workers open
-        command.append("--factory")
+        worker = ["-m", "chatledger.server.worker", *QUIET]
+    else:
+        worker = ["-m", "bench.serve", name, "--port", str(port), "--worker"]
+    command = [sys.executable, "-m", supervisor.__name__, "--quiet", "--port", str(port)]
+    command += ["--workers", str(workers), "--", sys.executable, *worker]
     os.execv(sys.executable, command)
 
 

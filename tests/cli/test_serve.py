@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -84,7 +85,7 @@ def serving(database_url: str, *options: str, admin_key: str = "") -> Iterator[S
                 pass
             assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.05)
-        yield Server(base_url, process.pid)
+        yield Server(base_url, process)
     finally:
         process.terminate()
         process.wait(timeout=DEADLINE_S)
@@ -95,16 +96,38 @@ def serving(database_url: str, *options: str, admin_key: str = "") -> Iterator[S
 @dataclass(frozen=True)
 class Server:
     url: str
-    pid: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait(self) -> int:
+        """The server's exit status, once it has ended."""
+        return self.process.wait(timeout=DEADLINE_S)
+
+    def children(self) -> list[int]:
+        """Every process the server started (under `--workers N`, its supervisor's)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return [int(child) for child in children]
 
     def workers(self) -> list[int]:
-        """The processes uvicorn's supervisor started to serve the port."""
-        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        """The processes the supervisor started to serve the port."""
         return [
-            int(child)
-            for child in children
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+            child
+            for child in self.children()
+            if b"chatledger.server.worker" in Path(f"/proc/{child}/cmdline").read_bytes()
         ]
+
+    def wait_for_workers(self, count: int, other_than: frozenset[int] = frozenset()) -> list[int]:
+        """The workers, once there are `count` of them and none of `other_than`."""
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            workers = self.workers()
+            if len(workers) == count and not other_than & set(workers):
+                return workers
+            assert time.monotonic() < deadline, f"workers {workers}, not {count} new ones"
+            time.sleep(0.05)
 
 
 @pytest.fixture
@@ -131,6 +154,7 @@ def test_workers_share_the_port_and_the_ledger(empty_database_url: str) -> None:
     interactions, connections = 40, 8
     with serving(empty_database_url, "--workers", "2", admin_key=ADMIN_KEY) as server:
         assert len(server.workers()) == 2
+        assert server.children() == server.workers()  # nothing else: no resource tracker
         admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
         made = httpx.post(f"{server.url}/v1/admin/users", json={"id": "ana"}, headers=admin)
         assert made.status_code == 201, made.text
@@ -167,3 +191,53 @@ def test_workers_share_the_port_and_the_ledger(empty_database_url: str) -> None:
     assert usage["totals"]["requests"] == interactions
     assert usage["totals"]["input_tokens"] == 3 * interactions
     assert sum(run["message_count"] for run in runs["items"]) == 2 * interactions
+
+
+def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
+    # Both workers killed, one after the other: whatever answers afterwards is a
+    # replacement, on the same port, and the supervisor kept going.
+    with serving(
+        f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}", "--no-auth", "--workers", "2"
+    ) as server:
+        first = server.wait_for_workers(2)
+        for killed in first:
+            os.kill(killed, signal.SIGKILL)
+        server.wait_for_workers(2, other_than=frozenset(first))
+        with httpx.Client(base_url=server.url, timeout=DEADLINE_S) as client:
+            # The replacements may still be starting: the port answers once one serves.
+            deadline = time.monotonic() + DEADLINE_S
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    me = client.get("/v1/me", headers={"Connection": "close"})
+                    break
+                assert time.monotonic() < deadline, "no replacement served"
+                time.sleep(0.05)
+        assert me.status_code == 200 and me.json()["user_id"] == "local", me.text
+
+
+def test_sigterm_stops_the_workers_and_then_serve(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    with serving(url, "--no-auth", "--workers", "2") as server:
+        workers = server.wait_for_workers(2)
+        os.kill(server.pid, signal.SIGTERM)
+        assert server.wait() == 0
+        assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+def test_a_port_in_use_fails_serve_with_workers(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "chatledger", "--db", url, "serve", "--no-auth"]
+        done = subprocess.run(
+            [*command, "--workers", "2", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S,
+            check=False,
+        )
+    assert done.returncode == 3, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr

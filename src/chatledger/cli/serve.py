@@ -3,8 +3,9 @@ user) is for one person on one machine, so it is refused unless bound to loopbac
 
 `--workers N` runs N processes on one port, which is how the API uses more than one core:
 each is a replica as DESIGN.md has them (stateless; a live reply another worker answers is
-followed through the database; rate limits are per key and process). uvicorn starts each
-worker afresh, so what `serve` was given travels in the environment (server/worker.py).
+followed through the database; rate limits are per key and process). Each worker starts
+afresh under chatledger's supervisor (server/supervisor.py), so what `serve` was given
+travels in the environment (server/worker.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import typer
 
 from chatledger.cli.context import errors, reported_errors, state_of
 from chatledger.db.migrate import upgrade_at
-from chatledger.server import worker
+from chatledger.server import supervisor, worker
 
 # typer's own exit status for a usage error: this is one.
 USAGE_ERROR = 2
@@ -57,12 +58,11 @@ def serve(
             "(chatledger keys) to serve other machines."
         )
         raise typer.Exit(USAGE_ERROR)
-    # Imported here: the server's dependencies need not load for every command (nor in
-    # the process that only supervises workers).
-    import uvicorn
-
     settings = state_of(ctx).settings()
     if workers == 1:
+        # Imported here: the server's dependencies need not load for every command.
+        import uvicorn
+
         from chatledger.server.app import create_app
 
         uvicorn.run(create_app(settings, no_auth=no_auth, serving=True), host=host, port=port)
@@ -74,9 +74,12 @@ def serve(
         asyncio.run(upgrade_at(settings.database_url))
     os.environ[worker.DATABASE_URL_ENV] = settings.database_url
     os.environ[worker.NO_AUTH_ENV] = "1" if no_auth else "0"
-    # The supervisor only watches its workers: this process becomes plain uvicorn (same
-    # pid, so signals and process managers see no difference), without the ~60 MB that
-    # the CLI and chatledger's imports hold here.
-    target = f"{worker.__name__}:{worker.app.__name__}"
-    options = ["--factory", "--workers", str(workers), "--host", host, "--port", str(port)]
-    os.execv(sys.executable, [sys.executable, "-m", "uvicorn", target, *options])
+    # The supervisor only watches its workers: this process becomes it (same pid, so
+    # signals and process managers see no difference), without the ~60 MB that the CLI
+    # and chatledger's imports hold here (server/supervisor.py).
+    worker_command = [sys.executable, "-m", worker.__name__]
+    options = ["--host", host, "--port", str(port), "--workers", str(workers)]
+    os.execv(
+        sys.executable,
+        [sys.executable, "-m", supervisor.__name__, *options, "--", *worker_command],
+    )

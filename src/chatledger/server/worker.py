@@ -1,15 +1,19 @@
-"""The app of one worker process of `chatledger serve --workers N`, uvicorn's factory.
+"""One worker process of `chatledger serve --workers N`: `python -m chatledger.server.worker`,
+which its supervisor (server/supervisor.py) starts with the listening socket.
 
-uvicorn starts each worker afresh, so what `serve` was given travels in the environment,
-set by `serve` always (never inherited from whoever started it). Nothing of the command
-line is imported here: a worker never uses typer or rich (~3 MB each worker)."""
+Each worker starts afresh, so what `serve` was given travels in the environment, set by
+`serve` always (never inherited from whoever started it). Nothing of the command line is
+imported here: a worker never uses typer or rich (~3 MB each worker)."""
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chatledger.config import Settings
+from chatledger.server import supervisor
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -24,3 +28,20 @@ def app() -> FastAPI:
 
     no_auth = os.environ.get(NO_AUTH_ENV) == "1"
     return create_app(Settings(), no_auth=no_auth, serving=True, one_of_several=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m chatledger.server.worker")
+    parser.add_argument("--log-level", default="info", help="uvicorn's log level")
+    parser.add_argument("--no-access-log", action="store_true")
+    args = parser.parse_args(argv)
+    supervisor.serve_listening(
+        app,
+        factory=True,
+        log_level=args.log_level,
+        access_log=not args.no_access_log,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""Several worker processes on one port: the process `chatledger serve --workers N` becomes.
+
+It binds the port once, starts N copies of a worker command, each handed the listening
+socket, a pipe on which it says it serves and a lifeline (so that it ends if this process
+is killed), and then only waits. A worker killed, or ending after it served, is replaced;
+one that ends by itself before it serves stops them all (the app, its settings or its
+database are broken, and a replacement would fail the same way: exit status 3, as
+uvicorn's). SIGTERM or SIGINT stops each worker gracefully (a second one kills them),
+and this process then ends with 0.
+
+Why not uvicorn's supervisor: it is uvicorn and click in a process of its own (26 MB) and
+starts its workers through multiprocessing's spawn, which adds a resource tracker (12 MB)
+for semaphores nobody here makes. This process holds only the standard library (~12 MB),
+which is what keeps two workers well under the 250 MB memory target (docs/benchmarks.md).
+uvicorn's signals for resizing and reloading (SIGTTIN, SIGTTOU, SIGHUP) are not taken
+over: a deployment changes its workers by restarting the service.
+
+The worker side of the handshake, `serve_listening`, runs uvicorn on the socket it was
+handed; it is here so that both ends of it are read in one place. This module imports
+only the standard library at import time, and not all of it: no dataclasses, whose
+`inspect` and `ast` would be 1.3 MB of the supervisor's ~13.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+# How a worker finds what its supervisor hands it: the listening socket; the pipe on which
+# it writes one byte once it serves; the lifeline, a pipe whose other end only the
+# supervisor holds, which ends (end of file) when the supervisor does, however it ends.
+LISTEN_FD_ENV = "CHATLEDGER_LISTEN_FD"
+READY_FD_ENV = "CHATLEDGER_READY_FD"
+LIFELINE_FD_ENV = "CHATLEDGER_LIFELINE_FD"
+# uvicorn's exit status for a server that could not start; this supervisor's too.
+STARTUP_FAILURE = 3
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def log(level: str, message: str) -> None:
+    """A line on stderr in uvicorn's layout, so that the workers' lines and these read alike."""
+    print(f"{level + ':':<10}{message}", file=sys.stderr, flush=True)
+
+
+class Worker:
+    """One worker process, and the pipe on which it says it serves until it has."""
+
+    def __init__(self, process: subprocess.Popen[bytes], ready_pipe: int) -> None:
+        self.process = process
+        self.ready_pipe: int | None = ready_pipe
+        self.started = False
+
+    def read_ready(self) -> bool:
+        """Read the readiness pipe, which `select` found readable: True if the worker
+        serves, False if it ended without saying so (the pipe's end of file)."""
+        assert self.ready_pipe is not None
+        said = os.read(self.ready_pipe, 1)
+        os.close(self.ready_pipe)
+        self.ready_pipe = None
+        self.started = bool(said)
+        return self.started
+
+
+class Supervisor:
+    """N workers of one command on one listening socket."""
+
+    def __init__(
+        self, command: Sequence[str], listening: socket.socket, count: int, *, verbose: bool
+    ) -> None:
+        self.command = command
+        self.listening = listening
+        self.count = count
+        self.verbose = verbose
+        self.workers: list[Worker] = []
+        # The read end is handed to each worker; the write end stays here, open until this
+        # process ends (os.pipe's descriptors are not inherited).
+        self.lifeline, self._lifeline_kept = os.pipe()
+
+    def run(self) -> int:
+        """Serve until told to stop; the exit status this process should end with."""
+        wakeup = _wakeup_pipe()
+        self.workers = [self._start() for _ in range(self.count)]
+        status = self._watch(wakeup)
+        self._stop(wakeup)
+        return status
+
+    def _start(self) -> Worker:
+        ready_read, ready_write = os.pipe()
+        listen_fd = self.listening.fileno()
+        environment = {
+            **os.environ,
+            LISTEN_FD_ENV: str(listen_fd),
+            READY_FD_ENV: str(ready_write),
+            LIFELINE_FD_ENV: str(self.lifeline),
+        }
+        handed = (listen_fd, ready_write, self.lifeline)
+        process = subprocess.Popen(self.command, env=environment, pass_fds=handed)
+        os.close(ready_write)  # the worker's end: EOF here once it has ended
+        return Worker(process, ready_read)
+
+    def _watch(self, wakeup: int) -> int:
+        """Wait on signals and readiness pipes until told to stop or a worker cannot start."""
+        announced = False
+        while True:
+            pipes = {w.ready_pipe: w for w in self.workers if w.ready_pipe is not None}
+            readable, _, _ = select.select([wakeup, *pipes], [], [])
+            for pipe in readable:
+                if pipe != wakeup and not pipes[pipe].read_ready():
+                    pipes[pipe].process.wait()  # ending: its status is read below
+            if wakeup in readable and _told_to_stop(wakeup):
+                return 0
+            for index, worker in enumerate(self.workers):
+                status = worker.process.poll()
+                if status is None:
+                    continue
+                if worker.ready_pipe is not None:  # it has ended: what it said is there
+                    worker.read_ready()
+                pid, how = worker.process.pid, _how_it_ended(status)
+                if not worker.started and status >= 0:
+                    # It gave up by itself before serving (uvicorn could not load the app or
+                    # run its startup): a replacement would fail the same way.
+                    log("ERROR", f"Worker [{pid}] ended ({how}) before serving; stopping.")
+                    return STARTUP_FAILURE
+                log("WARNING", f"Worker [{pid}] ended ({how}); starting another.")
+                self.workers[index] = self._start()
+            if not announced and all(w.started for w in self.workers):
+                announced = True
+                if self.verbose:
+                    pids = ", ".join(str(w.process.pid) for w in self.workers)
+                    log("INFO", f"{len(self.workers)} workers serving [{pids}]")
+
+    def _stop(self, wakeup: int) -> None:
+        """SIGTERM to each worker (uvicorn's graceful shutdown), then wait for all; another
+        SIGTERM or SIGINT meanwhile kills them."""
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        while any(w.process.poll() is None for w in self.workers):
+            readable, _, _ = select.select([wakeup], [], [], 0.5)
+            if readable and _told_to_stop(wakeup):
+                for worker in self.workers:
+                    if worker.process.poll() is None:
+                        worker.process.kill()
+        for worker in self.workers:
+            if worker.ready_pipe is not None:
+                os.close(worker.ready_pipe)
+
+
+def _wakeup_pipe() -> int:
+    """A pipe on which each signal this process handles arrives as its number: the one
+    `select` waits on (a handler alone would not interrupt it: PEP 475 retries)."""
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    signal.set_wakeup_fd(write)
+    for signum in (*STOP_SIGNALS, signal.SIGCHLD):
+        signal.signal(signum, lambda *_: None)
+    return read
+
+
+def _how_it_ended(status: int) -> str:
+    """A child's return code (Popen's: a signal as its negative number), for a person."""
+    return f"signal {-status}" if status < 0 else f"exit status {status}"
+
+
+def _told_to_stop(wakeup: int) -> bool:
+    """Whether the signals waiting on the wakeup pipe (readable) include a stop."""
+    return any(signum in STOP_SIGNALS for signum in os.read(wakeup, 64))
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, as uvicorn binds one (IPv6 for an address with a colon)."""
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listening.bind((host, port))
+    return listening
+
+
+def adopt(listen_fd: int) -> socket.socket:
+    """The socket object of a listening socket handed over by its descriptor.
+
+    Its family is read from the socket itself: uvicorn's `--fd` labels any socket AF_UNIX,
+    and asyncio then never sets TCP_NODELAY on the connections it accepts, which would
+    hold a streamed reply's small writes back (Nagle's algorithm)."""
+    return socket.socket(fileno=listen_fd)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    parser = argparse.ArgumentParser(
+        prog="python -m chatledger.server.supervisor",
+        description="Run N copies of a worker command on one listening port.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--quiet", action="store_true", help="log only what went wrong")
+    parser.add_argument("command", nargs="+", help="the worker command (after --)")
+    args = parser.parse_args(argv)
+    try:
+        listening = bind(args.host, args.port)
+    except OSError as error:
+        log("ERROR", f"cannot listen on {args.host}:{args.port}: {error}")
+        sys.exit(STARTUP_FAILURE)
+    if not args.quiet:
+        scheme_host = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host
+        log("INFO", f"Listening on http://{scheme_host}:{listening.getsockname()[1]}")
+    supervisor = Supervisor(args.command, listening, args.workers, verbose=not args.quiet)
+    sys.exit(supervisor.run())
+
+
+def serve_listening(
+    app: Callable[..., Any], *, factory: bool, log_level: str, access_log: bool
+) -> None:
+    """A worker's side: uvicorn serving `app` (an ASGI app, or what makes one if `factory`)
+    on the socket the supervisor handed over, saying so on the readiness pipe once it
+    serves."""
+    import asyncio
+
+    import uvicorn
+
+    # Taken out of the environment and kept from any process this one starts: they are
+    # this worker's alone.
+    listen_fd, ready_fd, lifeline = (
+        int(os.environ.pop(name)) for name in (LISTEN_FD_ENV, READY_FD_ENV, LIFELINE_FD_ENV)
+    )
+    for handed in (listen_fd, ready_fd, lifeline):
+        os.set_inheritable(handed, False)
+
+    class ReportingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                # A supervisor already gone is seen on the lifeline below.
+                with contextlib.suppress(BrokenPipeError):
+                    os.write(ready_fd, b"1")
+                os.close(ready_fd)
+                # A supervisor gone (killed, even) leaves no worker serving on its own.
+                asyncio.get_running_loop().add_reader(lifeline, self.supervisor_gone)
+
+        def supervisor_gone(self) -> None:
+            asyncio.get_running_loop().remove_reader(lifeline)
+            self.should_exit = True  # uvicorn's graceful shutdown, as for SIGTERM
+
+    config = uvicorn.Config(app, factory=factory, log_level=log_level, access_log=access_log)
+    server = ReportingServer(config)
+    server.run(sockets=[adopt(listen_fd)])
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The supervisor of `serve --workers N` (server/supervisor.py): a worker that cannot start
+stops it (exit 3, nothing left running) rather than being restarted forever; the socket a
+worker is handed keeps its family, so that its connections get TCP_NODELAY. What serving
+through it looks like from outside (one port, dead workers replaced, SIGTERM) is in
+tests/cli/test_serve.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from chatledger.server import supervisor, worker
+
+DEADLINE_S = 60
+
+
+def supervise(
+    *worker_command: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The supervisor on a free port with two workers of `worker_command`, to its end."""
+    command = [sys.executable, "-m", supervisor.__name__, "--port", "0", "--workers", "2"]
+    return subprocess.run(
+        [*command, "--", *worker_command],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+
+
+def test_a_worker_that_ends_before_serving_stops_the_supervisor() -> None:
+    done = supervise(sys.executable, "-c", "raise SystemExit(1)")
+    assert done.returncode == supervisor.STARTUP_FAILURE, done.stderr
+    assert "before serving; stopping" in done.stderr
+
+
+def test_an_app_that_cannot_start_stops_the_supervisor_and_its_other_worker() -> None:
+    # chatledger's own worker on a database it cannot reach: its lifespan fails, uvicorn
+    # ends it before it serves, and the supervisor ends the other one too.
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/nothing-listens-here"
+    environment = {worker.DATABASE_URL_ENV: unreachable, worker.NO_AUTH_ENV: "1"}
+    done = supervise(sys.executable, "-m", worker.__name__, env=environment)
+    assert done.returncode == supervisor.STARTUP_FAILURE, done.stderr
+    assert "Application startup failed" in done.stderr
+    assert "before serving; stopping" in done.stderr
+    assert "workers serving" not in done.stderr
+
+
+def uvicorns_fd(listen_fd: int) -> socket.socket:
+    """How `uvicorn --fd` adopts a socket (uvicorn/server.py)."""
+    return socket.fromfd(listen_fd, socket.AF_UNIX, socket.SOCK_STREAM)
+
+
+def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    environment = {
+        **os.environ,
+        worker.DATABASE_URL_ENV: f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}",
+        worker.NO_AUTH_ENV: "1",
+    }
+    command = [sys.executable, "-m", supervisor.__name__, "--port", "0", "--workers", "2"]
+    worker_command = [sys.executable, "-m", worker.__name__, "--no-access-log"]
+    process = subprocess.Popen(
+        [*command, "--", *worker_command], env=environment, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "workers serving" in line:
+                break
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+        workers = [int(child) for child in children.split()]
+        assert len(workers) == 2
+    finally:
+        process.kill()  # no chance to stop anything itself
+        process.wait(timeout=DEADLINE_S)
+    deadline = time.monotonic() + DEADLINE_S
+    while running := [pid for pid in workers if _running(pid)]:
+        assert time.monotonic() < deadline, f"workers {running} outlived their supervisor"
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """Whether the process is there and not a zombie (an orphan's end is reaped by
+    whichever process adopts it, which in a container may never do it)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
+
+
+@pytest.mark.parametrize(
+    ("adopt", "nodelay"), [(supervisor.adopt, True), (uvicorns_fd, False)], ids=["ours", "uvicorn"]
+)
+def test_connections_on_the_handed_socket_get_tcp_nodelay(
+    adopt: Callable[[int], socket.socket], nodelay: bool
+) -> None:
+    listening = supervisor.bind("127.0.0.1", 0)
+    handed = adopt(os.dup(listening.fileno()))
+    port = listening.getsockname()[1]
+
+    async def accept_one() -> int:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def on_connection(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            option = writer.get_extra_info("socket").getsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY
+            )
+            accepted.set_result(option)
+            writer.close()
+
+        server = await asyncio.start_server(on_connection, sock=handed)
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            option = await asyncio.wait_for(accepted, DEADLINE_S)
+            writer.close()
+            return option
+
+    try:
+        assert bool(asyncio.run(accept_one())) is nodelay
+    finally:
+        listening.close()
