@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 import uvicorn
 from fastapi import FastAPI
 
-# The log options of every server a bench runs.
+# chatledger's workers' log options: those `main` gives uvicorn for one process.
 QUIET = ["--log-level", "warning", "--no-access-log"]
 
 

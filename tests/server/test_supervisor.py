@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -37,10 +38,72 @@ def supervise(
     )
 
 
-def test_a_worker_that_ends_before_serving_stops_the_supervisor() -> None:
-    done = supervise(sys.executable, "-c", "raise SystemExit(1)")
+def test_the_supervisor_loads_only_the_standard_library() -> None:
+    # Its whole memory is what it imports (docs/benchmarks.md, "A twenty-fourth session").
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOADED_BY_THE_SUPERVISOR],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=True,
+    )
+    assert loaded.stdout.split() == ["chatledger", "chatledger.server", supervisor.__name__]
+
+
+# What importing it adds to a bare interpreter, outside the standard library (and
+# dataclasses, which is in it).
+LOADED_BY_THE_SUPERVISOR = f"""
+import sys
+before = set(sys.modules)
+import {supervisor.__name__}
+for name in sorted(set(sys.modules) - before):
+    if name.partition(".")[0] not in sys.stdlib_module_names or name == "dataclasses":
+        print(name)
+"""
+
+
+@pytest.mark.parametrize(
+    "ending",
+    ["raise SystemExit(1)", "import os; os.abort()"],
+    ids=["exit-status", "crash"],
+)
+def test_a_worker_that_ends_before_serving_stops_the_supervisor(ending: str) -> None:
+    done = supervise(sys.executable, "-c", ending)
     assert done.returncode == supervisor.STARTUP_FAILURE, done.stderr
     assert "before serving; stopping" in done.stderr
+
+
+def test_a_worker_killed_before_serving_is_replaced() -> None:
+    # Workers that never say they serve: one killed by another's hand (the OOM killer,
+    # an operator) is started again rather than taken for a broken app.
+    command = [sys.executable, "-m", supervisor.__name__, "--port", "0", "--workers", "2"]
+    never_ready = [sys.executable, "-c", "import time; time.sleep(120)"]
+    process = subprocess.Popen([*command, "--", *never_ready], stderr=subprocess.PIPE, text=True)
+    try:
+        first = _children(process.pid, 2)
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + DEADLINE_S
+        while first[0] in (now := _children(process.pid, 2)) or len(now) != 2:
+            assert time.monotonic() < deadline, f"no replacement for {first[0]}: {now}"
+            time.sleep(0.05)
+        assert first[1] in now
+        process.terminate()
+        _, stderr = process.communicate(timeout=DEADLINE_S)
+    finally:
+        process.kill()
+        process.wait(timeout=DEADLINE_S)
+    assert process.returncode == 0, stderr
+    assert f"Worker [{first[0]}] ended (signal 9); starting another" in stderr
+    assert not [pid for pid in [*first, *now] if _running(pid)]
+
+
+def _children(pid: int, at_least: int) -> list[int]:
+    """The process's children, once it has `at_least` of them."""
+    deadline = time.monotonic() + DEADLINE_S
+    while len(found := Path(f"/proc/{pid}/task/{pid}/children").read_text().split()) < at_least:
+        assert time.monotonic() < deadline, f"{found}: fewer than {at_least} children"
+        time.sleep(0.05)
+    return [int(child) for child in found]
 
 
 def test_an_app_that_cannot_start_stops_the_supervisor_and_its_other_worker() -> None:
@@ -53,11 +116,6 @@ def test_an_app_that_cannot_start_stops_the_supervisor_and_its_other_worker() ->
     assert "Application startup failed" in done.stderr
     assert "before serving; stopping" in done.stderr
     assert "workers serving" not in done.stderr
-
-
-def uvicorns_fd(listen_fd: int) -> socket.socket:
-    """How `uvicorn --fd` adopts a socket (uvicorn/server.py)."""
-    return socket.fromfd(listen_fd, socket.AF_UNIX, socket.SOCK_STREAM)
 
 
 def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
@@ -76,9 +134,7 @@ def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
         for line in process.stderr:
             if "workers serving" in line:
                 break
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
-        workers = [int(child) for child in children.split()]
-        assert len(workers) == 2
+        workers = _children(process.pid, 2)
     finally:
         process.kill()  # no chance to stop anything itself
         process.wait(timeout=DEADLINE_S)
@@ -96,6 +152,11 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "State:\tZ" not in status
+
+
+def uvicorns_fd(listen_fd: int) -> socket.socket:
+    """How `uvicorn --fd` adopts a socket (uvicorn/server.py)."""
+    return socket.fromfd(listen_fd, socket.AF_UNIX, socket.SOCK_STREAM)
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,9 @@
 It binds the port once, starts N copies of a worker command, each handed the listening
 socket, a pipe on which it says it serves and a lifeline (so that it ends if this process
 is killed), and then only waits. A worker killed, or ending after it served, is replaced;
-one that ends by itself before it serves stops them all (the app, its settings or its
-database are broken, and a replacement would fail the same way: exit status 3, as
-uvicorn's). SIGTERM or SIGINT stops each worker gracefully (a second one kills them),
+one that ends by itself (or crashes) before it serves stops them all (the app, its
+settings or its database are broken, and a replacement would fail the same way: exit
+status 3, as uvicorn's). SIGTERM or SIGINT stops each worker gracefully (a second one kills them),
 and this process then ends with 0.
 
 Why not uvicorn's supervisor: it is uvicorn and click in a process of its own (26 MB) and
@@ -43,6 +43,8 @@ LIFELINE_FD_ENV = "CHATLEDGER_LIFELINE_FD"
 # uvicorn's exit status for a server that could not start; this supervisor's too.
 STARTUP_FAILURE = 3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The signals a worker receives from someone else, never raises itself.
+SENT_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def log(level: str, message: str) -> None:
@@ -124,9 +126,9 @@ class Supervisor:
                 if worker.ready_pipe is not None:  # it has ended: what it said is there
                     worker.read_ready()
                 pid, how = worker.process.pid, _how_it_ended(status)
-                if not worker.started and status >= 0:
-                    # It gave up by itself before serving (uvicorn could not load the app or
-                    # run its startup): a replacement would fail the same way.
+                if not worker.started and not _ended_by_another(status):
+                    # It gave up before serving (uvicorn could not load the app or run its
+                    # startup; it crashed): a replacement would fail the same way.
                     log("ERROR", f"Worker [{pid}] ended ({how}) before serving; stopping.")
                     return STARTUP_FAILURE
                 log("WARNING", f"Worker [{pid}] ended ({how}); starting another.")
@@ -164,6 +166,12 @@ def _wakeup_pipe() -> int:
     for signum in (*STOP_SIGNALS, signal.SIGCHLD):
         signal.signal(signum, lambda *_: None)
     return read
+
+
+def _ended_by_another(status: int) -> bool:
+    """Whether a child's return code says someone ended it (an operator, the OOM killer)
+    rather than the child itself: an exit status, or a crash such as SIGSEGV or SIGABRT."""
+    return -status in SENT_SIGNALS
 
 
 def _how_it_ended(status: int) -> str:
