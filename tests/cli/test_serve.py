@@ -215,6 +215,26 @@ def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
         assert me.status_code == 200 and me.json()["user_id"] == "local", me.text
 
 
+def test_sighup_replaces_the_workers_without_a_refused_request(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    with serving(url, "--no-auth", "--workers", "2") as server:
+        first = server.wait_for_workers(2)
+        os.kill(server.pid, signal.SIGHUP)
+        statuses = []
+        deadline = time.monotonic() + DEADLINE_S
+        # Requests on new connections all through the restart: the port stays open and
+        # each is answered, by an old worker or a new one.
+        while set(server.workers()) & set(first):
+            with httpx.Client(base_url=server.url, timeout=DEADLINE_S) as client:
+                statuses.append(client.get("/v1/me").status_code)
+            assert time.monotonic() < deadline, "the old workers are still there"
+        replaced = server.wait_for_workers(2, other_than=frozenset(first))
+        with httpx.Client(base_url=server.url, timeout=DEADLINE_S) as client:
+            statuses.append(client.get("/v1/me").status_code)
+    assert len(replaced) == 2
+    assert statuses and set(statuses) == {200}
+
+
 def test_sigterm_stops_the_workers_and_then_serve(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
     with serving(url, "--no-auth", "--workers", "2") as server:

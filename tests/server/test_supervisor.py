@@ -97,6 +97,64 @@ def test_a_worker_killed_before_serving_is_replaced() -> None:
     assert not [pid for pid in [*first, *now] if _running(pid)]
 
 
+# A worker as the supervisor sees one: it says it serves, then waits to be stopped; with
+# FAIL_IF set to a path that exists, it ends before serving instead.
+FAKE_WORKER = """
+import os, sys, time
+if os.path.exists(os.environ.get("FAIL_IF", "/nonexistent")):
+    sys.exit(1)
+os.write(int(os.environ["CHATLEDGER_READY_FD"]), b"1")
+time.sleep(120)
+"""
+
+
+def test_sighup_replaces_each_worker_once_its_replacement_serves(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", supervisor.__name__, "--port", "0", "--workers", "2"]
+    flag = tmp_path / "fail"
+    process = subprocess.Popen(
+        [*command, "--", sys.executable, "-c", FAKE_WORKER],
+        env={**os.environ, "FAIL_IF": str(flag)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = _serving_children(process, 2)
+        os.kill(process.pid, signal.SIGHUP)
+        replaced = _serving_children(process, 2, other_than=first)
+        assert not [pid for pid in first if _running(pid)]
+        # A new worker that cannot start ends the restart there; the workers stay.
+        flag.touch()
+        os.kill(process.pid, signal.SIGHUP)
+        assert process.stderr is not None
+        logged = []
+        for line in process.stderr:
+            logged.append(line)
+            if "before serving; restart abandoned" in line:
+                break
+        assert set(_serving_children(process, 2)) == set(replaced)
+        process.terminate()
+        _, rest = process.communicate(timeout=DEADLINE_S)
+    finally:
+        process.kill()
+        process.wait(timeout=DEADLINE_S)
+    assert process.returncode == 0, rest
+    assert "".join(logged).count("Received SIGHUP") == 2
+
+
+def _serving_children(
+    process: subprocess.Popen[str], count: int, other_than: list[int] | None = None
+) -> list[int]:
+    """The supervisor's children once there are `count`, none of them `other_than`."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        children = _children(process.pid, 0)
+        if len(children) == count and not set(children) & set(other_than or []):
+            return children
+        assert process.poll() is None, "the supervisor ended"
+        assert time.monotonic() < deadline, f"children {children}"
+        time.sleep(0.05)
+
+
 def _children(pid: int, at_least: int) -> list[int]:
     """The process's children, once it has `at_least` of them."""
     deadline = time.monotonic() + DEADLINE_S

@@ -5,15 +5,15 @@ socket, a pipe on which it says it serves and a lifeline (so that it ends if thi
 is killed), and then only waits. A worker killed, or ending after it served, is replaced;
 one that ends by itself (or crashes) before it serves stops them all (the app, its
 settings or its database are broken, and a replacement would fail the same way: exit
-status 3, as uvicorn's). SIGTERM or SIGINT stops each worker gracefully (a second one kills them),
-and this process then ends with 0.
+status 3, as uvicorn's). SIGTERM or SIGINT stops each worker gracefully (a second one
+kills them), and this process then ends with 0.
 
 Why not uvicorn's supervisor: it is uvicorn and click in a process of its own (26 MB) and
 starts its workers through multiprocessing's spawn, which adds a resource tracker (12 MB)
-for semaphores nobody here makes. This process holds only the standard library (~12 MB),
+for semaphores nobody here makes. This process holds only the standard library (~13 MB),
 which is what keeps two workers well under the 250 MB memory target (docs/benchmarks.md).
-uvicorn's signals for resizing and reloading (SIGTTIN, SIGTTOU, SIGHUP) are not taken
-over: a deployment changes its workers by restarting the service.
+uvicorn's SIGHUP is kept (each worker replaced once its replacement serves: new code
+without closing the port); its SIGTTIN and SIGTTOU (a worker more or less) are not.
 
 The worker side of the handshake, `serve_listening`, runs uvicorn on the socket it was
 handed; it is here so that both ends of it are read in one place. This module imports
@@ -82,6 +82,9 @@ class Supervisor:
         self.count = count
         self.verbose = verbose
         self.workers: list[Worker] = []
+        # Workers replaced by SIGHUP, finishing what they serve (uvicorn's graceful
+        # shutdown) while their replacements take the new connections.
+        self.retiring: list[Worker] = []
         # The read end is handed to each worker; the write end stays here, open until this
         # process ends (os.pipe's descriptors are not inherited).
         self.lifeline, self._lifeline_kept = os.pipe()
@@ -117,8 +120,10 @@ class Supervisor:
             for pipe in readable:
                 if pipe != wakeup and not pipes[pipe].read_ready():
                     pipes[pipe].process.wait()  # ending: its status is read below
-            if wakeup in readable and _told_to_stop(wakeup):
+            received = os.read(wakeup, 64) if wakeup in readable else b""
+            if _stop_in(received) or (signal.SIGHUP in received and not self._restart(wakeup)):
                 return 0
+            self.retiring = [w for w in self.retiring if w.process.poll() is None]
             for index, worker in enumerate(self.workers):
                 status = worker.process.poll()
                 if status is None:
@@ -139,19 +144,44 @@ class Supervisor:
                     pids = ", ".join(str(w.process.pid) for w in self.workers)
                     log("INFO", f"{len(self.workers)} workers serving [{pids}]")
 
+    def _restart(self, wakeup: int) -> bool:
+        """SIGHUP: each worker in turn replaced by a new one (the code as it is now) once the
+        new one serves, so the port is never without its workers. A new one that cannot
+        start ends the restart, the workers not yet replaced kept. False if told to stop."""
+        if self.verbose:
+            log("INFO", "Received SIGHUP: replacing the workers one by one.")
+        for index, old in enumerate(self.workers):
+            new = self._start()
+            while new.ready_pipe is not None:
+                readable, _, _ = select.select([wakeup, new.ready_pipe], [], [])
+                if wakeup in readable and _stop_in(os.read(wakeup, 64)):
+                    self.workers.append(new)  # stopped with the others
+                    return False
+                if new.ready_pipe in readable:
+                    new.read_ready()
+            if not new.started:
+                pid, how = new.process.pid, _how_it_ended(new.process.wait())
+                log("ERROR", f"Worker [{pid}] ended ({how}) before serving; restart abandoned.")
+                return True
+            old.process.send_signal(signal.SIGTERM)
+            self.retiring.append(old)
+            self.workers[index] = new
+        return True
+
     def _stop(self, wakeup: int) -> None:
         """SIGTERM to each worker (uvicorn's graceful shutdown), then wait for all; another
         SIGTERM or SIGINT meanwhile kills them."""
-        for worker in self.workers:
+        everyone = [*self.workers, *self.retiring]
+        for worker in everyone:
             if worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGTERM)
-        while any(w.process.poll() is None for w in self.workers):
+        while any(w.process.poll() is None for w in everyone):
             readable, _, _ = select.select([wakeup], [], [], 0.5)
-            if readable and _told_to_stop(wakeup):
-                for worker in self.workers:
+            if readable and _stop_in(os.read(wakeup, 64)):
+                for worker in everyone:
                     if worker.process.poll() is None:
                         worker.process.kill()
-        for worker in self.workers:
+        for worker in everyone:
             if worker.ready_pipe is not None:
                 os.close(worker.ready_pipe)
 
@@ -163,7 +193,7 @@ def _wakeup_pipe() -> int:
     os.set_blocking(read, False)
     os.set_blocking(write, False)
     signal.set_wakeup_fd(write)
-    for signum in (*STOP_SIGNALS, signal.SIGCHLD):
+    for signum in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(signum, lambda *_: None)
     return read
 
@@ -179,9 +209,9 @@ def _how_it_ended(status: int) -> str:
     return f"signal {-status}" if status < 0 else f"exit status {status}"
 
 
-def _told_to_stop(wakeup: int) -> bool:
-    """Whether the signals waiting on the wakeup pipe (readable) include a stop."""
-    return any(signum in STOP_SIGNALS for signum in os.read(wakeup, 64))
+def _stop_in(received: bytes) -> bool:
+    """Whether the signals read from the wakeup pipe include a stop."""
+    return any(signum in STOP_SIGNALS for signum in received)
 
 
 def bind(host: str, port: int) -> socket.socket:
