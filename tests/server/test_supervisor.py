@@ -80,12 +80,9 @@ def test_a_worker_killed_before_serving_is_replaced() -> None:
     never_ready = [sys.executable, "-c", "import time; time.sleep(120)"]
     process = subprocess.Popen([*command, "--", *never_ready], stderr=subprocess.PIPE, text=True)
     try:
-        first = _children(process.pid, 2)
+        first = _children(process, 2)
         os.kill(first[0], signal.SIGKILL)
-        deadline = time.monotonic() + DEADLINE_S
-        while first[0] in (now := _children(process.pid, 2)) or len(now) != 2:
-            assert time.monotonic() < deadline, f"no replacement for {first[0]}: {now}"
-            time.sleep(0.05)
+        now = _children(process, 2, other_than=first[:1])
         assert first[1] in now
         process.terminate()
         _, stderr = process.communicate(timeout=DEADLINE_S)
@@ -118,9 +115,9 @@ def test_sighup_replaces_each_worker_once_its_replacement_serves(tmp_path: Path)
         text=True,
     )
     try:
-        first = _serving_children(process, 2)
+        first = _children(process, 2)
         os.kill(process.pid, signal.SIGHUP)
-        replaced = _serving_children(process, 2, other_than=first)
+        replaced = _children(process, 2, other_than=first)
         assert not [pid for pid in first if _running(pid)]
         # A new worker that cannot start ends the restart there; the workers stay.
         flag.touch()
@@ -131,7 +128,7 @@ def test_sighup_replaces_each_worker_once_its_replacement_serves(tmp_path: Path)
             logged.append(line)
             if "before serving; restart abandoned" in line:
                 break
-        assert set(_serving_children(process, 2)) == set(replaced)
+        assert set(_children(process, 2)) == set(replaced)
         process.terminate()
         _, rest = process.communicate(timeout=DEADLINE_S)
     finally:
@@ -141,27 +138,19 @@ def test_sighup_replaces_each_worker_once_its_replacement_serves(tmp_path: Path)
     assert "".join(logged).count("Received SIGHUP") == 2
 
 
-def _serving_children(
+def _children(
     process: subprocess.Popen[str], count: int, other_than: list[int] | None = None
 ) -> list[int]:
     """The supervisor's children once there are `count`, none of them `other_than`."""
+    path = Path(f"/proc/{process.pid}/task/{process.pid}/children")
     deadline = time.monotonic() + DEADLINE_S
     while True:
-        children = _children(process.pid, 0)
+        children = [int(child) for child in path.read_text().split()]
         if len(children) == count and not set(children) & set(other_than or []):
             return children
         assert process.poll() is None, "the supervisor ended"
         assert time.monotonic() < deadline, f"children {children}"
         time.sleep(0.05)
-
-
-def _children(pid: int, at_least: int) -> list[int]:
-    """The process's children, once it has `at_least` of them."""
-    deadline = time.monotonic() + DEADLINE_S
-    while len(found := Path(f"/proc/{pid}/task/{pid}/children").read_text().split()) < at_least:
-        assert time.monotonic() < deadline, f"{found}: fewer than {at_least} children"
-        time.sleep(0.05)
-    return [int(child) for child in found]
 
 
 def test_an_app_that_cannot_start_stops_the_supervisor_and_its_other_worker() -> None:
@@ -192,7 +181,7 @@ def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
         for line in process.stderr:
             if "workers serving" in line:
                 break
-        workers = _children(process.pid, 2)
+        workers = _children(process, 2)
     finally:
         process.kill()  # no chance to stop anything itself
         process.wait(timeout=DEADLINE_S)
