@@ -73,6 +73,19 @@ def test_a_worker_that_ends_before_serving_stops_the_supervisor(ending: str) -> 
     assert "before serving; stopping" in done.stderr
 
 
+def test_a_worker_started_by_hand_says_what_starts_it() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", worker.__name__],
+        env={k: v for k, v in os.environ.items() if k != supervisor.LISTEN_FD_ENV},
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "chatledger serve --workers N" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_worker_killed_before_serving_is_replaced() -> None:
     # Workers that never say they serve: one killed by another's hand (the OOM killer,
     # an operator) is started again rather than taken for a broken app.

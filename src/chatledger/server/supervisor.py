@@ -199,8 +199,8 @@ def _wakeup_pipe() -> int:
 
 
 def _ended_by_another(status: int) -> bool:
-    """Whether a child's return code says someone ended it (an operator, the OOM killer)
-    rather than the child itself: an exit status, or a crash such as SIGSEGV or SIGABRT."""
+    """Whether a child's return code says someone else ended it (an operator, the OOM
+    killer): not an exit status of its own, nor a crash such as SIGSEGV or SIGABRT."""
     return -status in SENT_SIGNALS
 
 
@@ -244,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser.add_argument("--quiet", action="store_true", help="log only what went wrong")
     parser.add_argument("command", nargs="+", help="the worker command (after --)")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     try:
         listening = bind(args.host, args.port)
     except OSError as error:
@@ -266,6 +268,8 @@ def serve_listening(
 
     import uvicorn
 
+    if LISTEN_FD_ENV not in os.environ:
+        sys.exit("a worker is started by its supervisor: chatledger serve --workers N")
     # Taken out of the environment and kept from any process this one starts: they are
     # this worker's alone.
     listen_fd, ready_fd, lifeline = (
