@@ -7,13 +7,14 @@ tests/cli/test_serve.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,19 +24,59 @@ from chatledger.server import supervisor, worker
 DEADLINE_S = 60
 
 
+# The supervisor on a free port with two workers; the worker command follows "--".
+SUPERVISOR = [sys.executable, "-m", supervisor.__name__, "--port", "0", "--workers", "2"]
+
+
 def supervise(
     *worker_command: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The supervisor on a free port with two workers of `worker_command`, to its end."""
-    command = [sys.executable, "-m", supervisor.__name__, "--port", "0", "--workers", "2"]
+    """The supervisor with two workers of `worker_command`, run to its end."""
     return subprocess.run(
-        [*command, "--", *worker_command],
+        [*SUPERVISOR, "--", *worker_command],
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=DEADLINE_S,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def supervising(
+    *worker_command: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """The supervisor with two workers of `worker_command`, running until the block ends
+    (then killed, if the block has not stopped it)."""
+    process = subprocess.Popen(
+        [*SUPERVISOR, "--", *worker_command],
+        env={**os.environ, **(env or {})},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait(timeout=DEADLINE_S)
+
+
+def stopped(process: subprocess.Popen[str]) -> str:
+    """SIGTERM to the supervisor: what it logged from then on, once it has ended."""
+    process.terminate()
+    _, rest = process.communicate(timeout=DEADLINE_S)
+    return rest
+
+
+def logged_until(process: subprocess.Popen[str], text: str) -> str:
+    """The supervisor's log up to the first line holding `text`."""
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if text in line:
+            break
+    return "".join(lines)
 
 
 def test_the_supervisor_loads_only_the_standard_library() -> None:
@@ -89,19 +130,12 @@ def test_a_worker_started_by_hand_says_what_starts_it() -> None:
 def test_a_worker_killed_before_serving_is_replaced() -> None:
     # Workers that never say they serve: one killed by another's hand (the OOM killer,
     # an operator) is started again rather than taken for a broken app.
-    command = [sys.executable, "-m", supervisor.__name__, "--port", "0", "--workers", "2"]
-    never_ready = [sys.executable, "-c", "import time; time.sleep(120)"]
-    process = subprocess.Popen([*command, "--", *never_ready], stderr=subprocess.PIPE, text=True)
-    try:
+    with supervising(sys.executable, "-c", "import time; time.sleep(120)") as process:
         first = _children(process, 2)
         os.kill(first[0], signal.SIGKILL)
         now = _children(process, 2, other_than=first[:1])
         assert first[1] in now
-        process.terminate()
-        _, stderr = process.communicate(timeout=DEADLINE_S)
-    finally:
-        process.kill()
-        process.wait(timeout=DEADLINE_S)
+        stderr = stopped(process)
     assert process.returncode == 0, stderr
     assert f"Worker [{first[0]}] ended (signal 9); starting another" in stderr
     assert not [pid for pid in [*first, *now] if _running(pid)]
@@ -119,15 +153,8 @@ time.sleep(120)
 
 
 def test_sighup_replaces_each_worker_once_its_replacement_serves(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", supervisor.__name__, "--port", "0", "--workers", "2"]
     flag = tmp_path / "fail"
-    process = subprocess.Popen(
-        [*command, "--", sys.executable, "-c", FAKE_WORKER],
-        env={**os.environ, "FAIL_IF": str(flag)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with supervising(sys.executable, "-c", FAKE_WORKER, env={"FAIL_IF": str(flag)}) as process:
         first = _children(process, 2)
         os.kill(process.pid, signal.SIGHUP)
         replaced = _children(process, 2, other_than=first)
@@ -135,20 +162,11 @@ def test_sighup_replaces_each_worker_once_its_replacement_serves(tmp_path: Path)
         # A new worker that cannot start ends the restart there; the workers stay.
         flag.touch()
         os.kill(process.pid, signal.SIGHUP)
-        assert process.stderr is not None
-        logged = []
-        for line in process.stderr:
-            logged.append(line)
-            if "before serving; restart abandoned" in line:
-                break
+        logged = logged_until(process, "before serving; restart abandoned")
         assert set(_children(process, 2)) == set(replaced)
-        process.terminate()
-        _, rest = process.communicate(timeout=DEADLINE_S)
-    finally:
-        process.kill()
-        process.wait(timeout=DEADLINE_S)
+        rest = stopped(process)
     assert process.returncode == 0, rest
-    assert "".join(logged).count("Received SIGHUP") == 2
+    assert logged.count("Received SIGHUP") == 2
 
 
 def _children(
@@ -180,24 +198,14 @@ def test_an_app_that_cannot_start_stops_the_supervisor_and_its_other_worker() ->
 
 def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
     environment = {
-        **os.environ,
         worker.DATABASE_URL_ENV: f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}",
         worker.NO_AUTH_ENV: "1",
     }
-    command = [sys.executable, "-m", supervisor.__name__, "--port", "0", "--workers", "2"]
     worker_command = [sys.executable, "-m", worker.__name__, "--no-access-log"]
-    process = subprocess.Popen(
-        [*command, "--", *worker_command], env=environment, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stderr is not None
-        for line in process.stderr:
-            if "workers serving" in line:
-                break
+    with supervising(*worker_command, env=environment) as process:
+        logged_until(process, "workers serving")
         workers = _children(process, 2)
-    finally:
-        process.kill()  # no chance to stop anything itself
-        process.wait(timeout=DEADLINE_S)
+    # The block's end killed the supervisor: no chance to stop anything itself.
     deadline = time.monotonic() + DEADLINE_S
     while running := [pid for pid in workers if _running(pid)]:
         assert time.monotonic() < deadline, f"workers {running} outlived their supervisor"
