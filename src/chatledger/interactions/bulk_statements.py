@@ -133,14 +133,18 @@ def postgresql_lookup(by: Any, *columns: Any, locking: bool = False) -> Select[A
     tables' statistics (interactions/statistics.py), else it may probe through an index that
     does not hold the id. `locking`: each row found is locked as it is found, in the
     order of `ids` (which the caller sorts: the one order in which writers of several
-    lock them, so that none waits for another that waits for it)."""
+    lock them, so that none waits for another that waits for it). The lock is FOR NO KEY
+    UPDATE, what the writers change needs (no key of the row changes): FOR UPDATE also
+    waits for every transaction that has stored a row naming this one (a foreign key's
+    check holds FOR KEY SHARE on it), and one of those that next writes the row waits
+    for this transaction in turn: a deadlock (tests/runs/test_run_locks.py)."""
     ids = func.unnest(bindparam("ids", type_=ARRAY(String())))
     wanted = ids.table_valued("value").render_derived()
     # OFFSET 0 keeps the subquery from being merged back into a join of the two.
     fence = literal_column("0", Integer)
     probe = select(by, *columns).where(_project(by), by == wanted.c.value).offset(fence)
     if locking:
-        probe = probe.with_for_update(of=by.table)
+        probe = probe.with_for_update(of=by.table, key_share=True)
     found = probe.lateral("found")
     lookup = select(*found.c).select_from(wanted).join(found, true())
     return lookup.order_by(found.c[by.name]) if locking else lookup

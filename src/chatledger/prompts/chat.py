@@ -57,12 +57,14 @@ def model_of(rendered: Rendered | None) -> str | None:
 async def start_run(session: AsyncSession, caller: Caller, run: Run, rendered: Rendered) -> bool:
     """Put the rendered prompt at the start of the run; True when this call did (its
     first turn), False when the run started with this very version meanwhile."""
-    # Locked, so two first turns racing on one run cannot both put a prompt in it.
+    # Locked, so two first turns racing on one run cannot both put a prompt in it; FOR NO
+    # KEY UPDATE, which waits for no transaction that merely stored a row in the run (see
+    # interactions/bulk_statements.py, `postgresql_lookup`).
     locked = (
         await session.execute(
             select(Run.message_count, Run.prompt_id)
             .where(Run.project_id == run.project_id, Run.id == run.id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
     ).one()
     if locked.message_count > 0:
