@@ -14,24 +14,26 @@ from tests.server.test_tasks_api import GPT4O_INPUT, GPT4O_OUTPUT, assert_no_dri
 DAY = "2025-06-01"
 
 
+def asked(i: int, **extra: str) -> dict[str, Any]:
+    """An exchange made offline, as an interaction item of run "trip"."""
+    return {
+        "kind": "interaction",
+        "id": f"i{i}",
+        "run_id": "trip",
+        "prompt": f"Question {i}?",
+        "response": f"Answer {i}.",
+        "model": "openai/gpt-4o",
+        "usage": {"input_tokens": 10 + i, "output_tokens": 5},
+        "created_at": f"{DAY}T10:{i:02d}:00Z",
+        "total_ms": 800,
+    } | extra
+
+
 def offline_history(n: int) -> list[dict[str, Any]]:
     """What a client made offline: a run, then per turn a user message and its reply
     (an interaction), plus an agent trace and a failed call."""
     items: list[dict[str, Any]] = [{"kind": "run", "id": "trip", "name": "Trip"}]
-    for i in range(n):
-        items.append(
-            {
-                "kind": "interaction",
-                "id": f"i{i}",
-                "run_id": "trip",
-                "prompt": f"Question {i}?",
-                "response": f"Answer {i}.",
-                "model": "openai/gpt-4o",
-                "usage": {"input_tokens": 10 + i, "output_tokens": 5},
-                "created_at": f"{DAY}T10:{i:02d}:00Z",
-                "total_ms": 800,
-            }
-        )
+    items += (asked(i) for i in range(n))
     items.append(
         {
             "kind": "task",
@@ -154,6 +156,21 @@ async def test_a_bad_item_is_rejected_alone(app: FastAPI, alice: Account) -> Non
     messages = (await alice.client.get("/v1/runs/r1/messages")).json()
     assert [(m["id"], m["content"]) for m in messages] == [("m1", "hi"), ("m2", "ok")]
     assert (await alice.client.get("/v1/tasks/t1")).status_code == 404
+    await assert_no_drift(app)
+
+
+async def test_an_item_refused_after_its_task_ended_counts_no_usage(
+    app: FastAPI, alice: Account
+) -> None:
+    """An interaction whose reply reuses a message id is refused once its task has ended
+    and its usage been counted (the batch holds usage back to its end: usage/tally.py);
+    what it counted goes with it."""
+
+    items = [asked(1, assistant_message_id="a1"), asked(2, assistant_message_id="a1"), asked(3)]
+    body = (await alice.client.post("/v1/batch", json={"items": items})).json()
+    assert [r["status"] for r in body["results"]] == ["created", "rejected", "created"]
+    [day] = (await totals(alice.client))["usage"]
+    assert (day["requests"], day["input_tokens"]) == (2, 11 + 13)
     await assert_no_drift(app)
 
 

@@ -24,6 +24,7 @@ from chatledger.interactions import bulk
 from chatledger.prices import service as prices
 from chatledger.server.deps import acting_for
 from chatledger.tenants.caller import Caller
+from chatledger.usage import tally as usage_tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,7 @@ async def _store_block(
     if not block:
         return {}
     try:
-        async with session.begin_nested():
+        async with usage_tally.savepoint(session):
             await bulk.store(session, [entry.pending for entry in block], built)
     except (bulk.NotFresh, IntegrityError):
         # Rolled back: the database knew better than the lookup. One at a time, then.

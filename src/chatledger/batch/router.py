@@ -28,8 +28,7 @@ async def ingest(request: Request, db: DatabaseDep, caller: WriterDep) -> BatchR
     # Checked before the write transaction, which other requests' writes wait for.
     checked = batch.check(caller, upload)
     built = await batch.build(db, caller, checked)  # the interactions' rows, as well
-    async with db.transaction() as session:
-        results = await batch.store(session, caller, checked, built)
+    results = await batch.store_in_transaction(db, caller, checked, built)
     if built:  # the interactions' tables hold rows: what their lookups need measured
         await statistics.take_once(db)
     counts = Counter(result.status for result in results)

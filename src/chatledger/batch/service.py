@@ -14,6 +14,7 @@ verdicts as one at a time.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +34,8 @@ from chatledger.batch.schemas import (
     TaskItem,
     TraceItem,
 )
-from chatledger.db.engine import Database
-from chatledger.errors import ChatledgerError, Conflict, InvalidInput
+from chatledger.db.engine import Database, rolled_back_for_another
+from chatledger.errors import Busy, ChatledgerError, Conflict, InvalidInput
 from chatledger.interactions import bulk
 from chatledger.interactions import service as interactions
 from chatledger.messages import service as messages
@@ -44,8 +45,12 @@ from chatledger.tasks import service as tasks
 from chatledger.tasks.schemas import cost_nano, provider_and_model
 from chatledger.tenants.caller import Caller
 from chatledger.traces import service as traces
+from chatledger.usage import service as daily_usage
+from chatledger.usage import tally as usage_tally
 
 _ITEM = TypeAdapter[Item](Item)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +127,43 @@ def _groups(checked: list[CheckResult]) -> list[list[Entry]]:
     return [group for group in groups if group]
 
 
+# Times a batch's transaction is run when PostgreSQL keeps rolling it back for another.
+ATTEMPTS = 3
+
+
+async def store_in_transaction(
+    database: Database, caller: Caller, checked: list[CheckResult], built: Built | None = None
+) -> list[ItemResult]:
+    """`store` in a transaction of its own, run again when PostgreSQL rolled it back to
+    break a deadlock with another writer. A batch takes the runs of its items one after
+    another, so two batches (or a batch and a write that makes a run) can take two runs
+    in opposite orders; the rolled-back one has left nothing, and runs again once the
+    other has its runs. Nothing outside the database remembers an attempt."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            async with database.transaction() as session:
+                return await store(session, caller, checked, built)
+        except Busy as busy:
+            if attempt == ATTEMPTS or not rolled_back_for_another(busy):
+                raise
+            log.warning("a batch was rolled back to break a deadlock; storing it again")
+    raise AssertionError("unreachable")
+
+
 async def store(
     session: AsyncSession, caller: Caller, checked: list[CheckResult], built: Built | None = None
 ) -> list[ItemResult]:
     """The verdict of each item, in order, storing those `check` let through; `built`:
     the groups' rows (`build`), else they are built here."""
+    async with daily_usage.held_back(session):  # written after every run: usage/tally.py
+        return await _store_items(session, caller, checked, built or {})
+
+
+async def _store_items(
+    session: AsyncSession, caller: Caller, checked: list[CheckResult], built: Built
+) -> list[ItemResult]:
     results: dict[int, ItemResult] = {}
     group: list[Entry] = []  # consecutive interaction items, stored together
-    built = built or {}
 
     async def one(entry: Entry | Checked) -> ItemResult:
         return await _store_one(session, caller, entry.index, entry.item)
@@ -154,7 +188,7 @@ async def store(
 async def _store_one(session: AsyncSession, caller: Caller, index: int, item: Item) -> ItemResult:
     """Store one item in a savepoint of its own: if it is refused, it alone is undone."""
     try:
-        async with session.begin_nested():
+        async with usage_tally.savepoint(session):
             created = await _store(session, acting_for(caller, item.user_id), item)
     except ChatledgerError as exc:
         return _rejected(index, item.kind, item.id, _error(exc))

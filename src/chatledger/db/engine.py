@@ -380,6 +380,21 @@ def _raise_busy_if_retryable(error: BaseException) -> None:
         raise Busy("the connection to the database was lost; retry shortly") from error
 
 
+# Of those, the states in which PostgreSQL has rolled the transaction back for one that
+# conflicted with it, which can run again as it is: a deadlock's victim, a serialization
+# failure.
+ROLLED_BACK_SQLSTATES = ("40001", "40P01")
+
+
+def rolled_back_for_another(busy: Busy) -> bool:
+    """Whether `busy` (from a transaction block) says that PostgreSQL rolled the
+    transaction back to let another go on: done again, it would most likely succeed."""
+    cause = busy.__cause__
+    return isinstance(cause, OperationalError) and (
+        getattr(cause.orig, "sqlstate", None) in ROLLED_BACK_SQLSTATES
+    )
+
+
 def _is_busy(exc: OperationalError) -> bool:
     if getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
         return True

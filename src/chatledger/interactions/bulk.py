@@ -3,7 +3,8 @@
 statements instead of some twenty per interaction. The group's stored runs are locked
 and its new runs made with the group's sums already in, its tasks inserted already
 completed, its messages inserted, and each stored run's aggregates and each day's usage
-moved once by the group's sums, all in the caller's transaction. The rows themselves
+moved once by the group's sums (a batch's usage at its end: usage/tally.py), all in the
+caller's transaction. The rows themselves
 (`build`: pricing, the row documents, their conversion for the driver) can be made
 before it, as batch ingest does: on SQLite the write lock is the whole database's, and
 it was held through that work (~30% of a group's time in the transaction). Only what
@@ -32,7 +33,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatledger.db import driver_rows, upsert
+from chatledger.db import driver_rows
 from chatledger.db.base import table_of
 from chatledger.db.types import utcnow
 from chatledger.ids import checked_id
@@ -46,8 +47,8 @@ from chatledger.runs.service import name_from_message
 from chatledger.tasks.models import Task
 from chatledger.tasks.schemas import provider_and_model
 from chatledger.tenants.caller import Caller
-from chatledger.usage.models import UsageDaily
-from chatledger.usage.service import COUNTERS, KEY, lock_order
+from chatledger.usage import service as daily_usage
+from chatledger.usage.service import COUNTERS
 
 
 class NotFresh(Exception):
@@ -246,7 +247,7 @@ async def store(
     except statements.IdTaken as exc:
         raise NotFresh(str(exc)) from exc
     await bulk_runs.write_back(session, locked.values())
-    await _count_usage(session, rows.usage)
+    await daily_usage.add(session, rows.usage)
 
 
 def _owner(runs: dict[str, bulk_runs.RunTotals], p: Pending) -> str:
@@ -285,10 +286,3 @@ def _runs_to_create(
         )
         for run_id, p in sorted(first.items())
     }
-
-
-async def _count_usage(session: AsyncSession, usage: dict[UsageKey, dict[str, int]]) -> None:
-    """As `usage.count_task`, once per (project, user, day, model), in the one lock
-    order of usage rows (`usage.lock_order`): concurrent groups never deadlock."""
-    rows = [dict(zip(KEY, key, strict=True)) | usage[key] for key in sorted(usage, key=lock_order)]
-    await session.execute(upsert.insert_or_add(session, UsageDaily, KEY, COUNTERS), rows)

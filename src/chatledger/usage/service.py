@@ -4,16 +4,19 @@ end. A task counts on the day it ended; only the guarded terminal transition cal
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from datetime import date
 from typing import Any
 
 from sqlalchemy import BigInteger, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatledger.db.upsert import add_to_counters
+from chatledger.db.upsert import add_to_counters, insert_or_add
 from chatledger.tasks.models import TERMINAL, Task
 from chatledger.tenants.caller import Caller
 from chatledger.tokens import TokenUsage
+from chatledger.usage import tally as usage_tally
 from chatledger.usage.models import ProjectUsageDaily, UsageDaily
 
 FAILED = ("failed", "interrupted")
@@ -55,8 +58,37 @@ def _key(task: Task) -> tuple[Any, ...]:
 
 
 async def count_task(session: AsyncSession, task: Task) -> None:
+    if (tally := usage_tally.held(session)) is not None:
+        tally.add(_key(task), _increments(task))
+        return
     key = dict(zip(KEY, _key(task), strict=True))
     await add_to_counters(session, UsageDaily, key, _increments(task))
+
+
+async def add(session: AsyncSession, sums: Mapping[tuple[Any, ...], Mapping[str, int]]) -> None:
+    """Add each row's increments (`sums`, by KEY's values) in one statement, in the lock
+    order; or to the tally, while the transaction holds its usage back."""
+    if (tally := usage_tally.held(session)) is not None:
+        for key, increments in sums.items():
+            tally.add(key, increments)
+        return
+    if not sums:
+        return
+    ordered = sorted(sums, key=lock_order)
+    rows = [dict(zip(KEY, key, strict=True)) | dict(sums[key]) for key in ordered]
+    await session.execute(insert_or_add(session, UsageDaily, KEY, COUNTERS), rows)
+
+
+@contextlib.asynccontextmanager
+async def held_back(session: AsyncSession) -> AsyncIterator[None]:
+    """Hold the transaction's usage back until the block ends, then write it at once
+    (usage/tally.py): for a transaction that writes many runs, a batch."""
+    tally = usage_tally.hold(session)
+    try:
+        yield
+    finally:
+        usage_tally.release(session)
+    await add(session, tally.sums())
 
 
 async def forget_run(session: AsyncSession, project_id: str, run_id: str) -> None:
