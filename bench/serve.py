@@ -71,9 +71,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:  # one of bare-sse's --workers, started by the supervisor
         from bench.bare_sse import app
-        from chatledger.server import supervisor
+        from chatledger.server import listening
 
-        supervisor.serve_listening(app, factory=False, log_level="warning", access_log=False)
+        listening.serve_listening(app, factory=False, log_level="warning", access_log=False)
         return
     options: dict[str, Any] = {
         "host": "127.0.0.1",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from chatledger.server import supervisor, worker
+from chatledger.server import listening, supervisor, worker
 
 DEADLINE_S = 60
 
@@ -127,18 +127,61 @@ def test_a_worker_started_by_hand_says_what_starts_it() -> None:
     assert "chatledger serve --workers N" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_a_worker_killed_before_serving_is_replaced() -> None:
+def test_a_worker_killed_before_serving_is_replaced_after_a_growing_pause() -> None:
     # Workers that never say they serve: one killed by another's hand (the OOM killer,
-    # an operator) is started again rather than taken for a broken app.
+    # an operator) is started again rather than taken for a broken app, after a pause
+    # that doubles each time its replacement is killed too before any worker serves.
     with supervising(sys.executable, "-c", "import time; time.sleep(120)") as process:
-        first = _children(process, 2)
-        os.kill(first[0], signal.SIGKILL)
-        now = _children(process, 2, other_than=first[:1])
-        assert first[1] in now
+        killed, kept = _children(process, 2)
+        seen = [killed, kept]
+        for pause in (supervisor.FIRST_PAUSE_S, 2 * supervisor.FIRST_PAUSE_S):
+            at = time.monotonic()
+            killed = _killed_and_replaced(process, killed, pause, seen)
+            assert time.monotonic() - at >= pause
+        assert set(_children(process, 2)) == {killed, kept}
         stderr = stopped(process)
     assert process.returncode == 0, stderr
-    assert f"Worker [{first[0]}] ended (signal 9); starting another" in stderr
-    assert not [pid for pid in [*first, *now] if _running(pid)]
+    assert not [pid for pid in seen if _running(pid)]
+
+
+def test_a_worker_serving_ends_the_growing_pause(tmp_path: Path) -> None:
+    # Workers that serve once a file exists. Before it does, a worker killed is replaced
+    # after the first pause, the next after twice as long; once they serve, the first
+    # pause again.
+    flag = tmp_path / "serve"
+    wait = f"import os, time\nwhile not os.path.exists({str(flag)!r}): time.sleep(0.02)\n"
+    with supervising(sys.executable, "-c", wait + FAKE_WORKER) as process:
+        killed, kept = _children(process, 2)
+        seen = [killed, kept]
+        killed = _killed_and_replaced(process, killed, supervisor.FIRST_PAUSE_S, seen)
+        flag.touch()
+        logged_until(process, "2 workers serving")
+        flag.unlink()
+        os.kill(kept, signal.SIGKILL)  # it served: replaced at once, and never serves
+        logged_until(process, f"Worker [{kept}] ended (signal 9); starting another.")
+        _killed_and_replaced(process, _new_child(process, seen), supervisor.FIRST_PAUSE_S, seen)
+        stderr = stopped(process)
+    assert process.returncode == 0, stderr
+
+
+def _killed_and_replaced(
+    process: subprocess.Popen[str], worker: int, pause: float, seen: list[int]
+) -> int:
+    """SIGKILL to a worker that has not served: its replacement's pid, once the
+    supervisor has said it pauses `pause` seconds first and started it (added to
+    `seen`, every pid the test has met)."""
+    os.kill(worker, signal.SIGKILL)
+    logged = logged_until(process, f"Worker [{worker}] ended")
+    assert f"ended (signal 9) before serving; another in {pause:g} s." in logged, logged
+    return _new_child(process, seen)
+
+
+def _new_child(process: subprocess.Popen[str], seen: list[int]) -> int:
+    """The supervisor's one child not in `seen`, once it has one; added to `seen`."""
+    children = _children_once(process, lambda pids: len(set(pids) - set(seen)) == 1)
+    [new] = set(children) - set(seen)
+    seen.append(new)
+    return new
 
 
 # A worker as the supervisor sees one: it says it serves, then waits to be stopped; with
@@ -173,11 +216,20 @@ def _children(
     process: subprocess.Popen[str], count: int, other_than: list[int] | None = None
 ) -> list[int]:
     """The supervisor's children once there are `count`, none of them `other_than`."""
+    return _children_once(
+        process, lambda pids: len(pids) == count and not set(pids) & set(other_than or [])
+    )
+
+
+def _children_once(
+    process: subprocess.Popen[str], wanted: Callable[[list[int]], bool]
+) -> list[int]:
+    """The supervisor's children once they are as `wanted`."""
     path = Path(f"/proc/{process.pid}/task/{process.pid}/children")
     deadline = time.monotonic() + DEADLINE_S
     while True:
         children = [int(child) for child in path.read_text().split()]
-        if len(children) == count and not set(children) & set(other_than or []):
+        if wanted(children):
             return children
         assert process.poll() is None, "the supervisor ended"
         assert time.monotonic() < deadline, f"children {children}"
@@ -228,7 +280,7 @@ def uvicorns_fd(listen_fd: int) -> socket.socket:
 
 
 @pytest.mark.parametrize(
-    ("adopt", "nodelay"), [(supervisor.adopt, True), (uvicorns_fd, False)], ids=["ours", "uvicorn"]
+    ("adopt", "nodelay"), [(listening.adopt, True), (uvicorns_fd, False)], ids=["ours", "uvicorn"]
 )
 def test_connections_on_the_handed_socket_get_tcp_nodelay(
     adopt: Callable[[int], socket.socket], nodelay: bool

@@ -2,8 +2,9 @@
 
 It binds the port once, starts N copies of a worker command, each handed the listening
 socket, a pipe on which it says it serves and a lifeline (so that it ends if this process
-is killed), and then only waits. A worker killed, or ending after it served, is replaced;
-one that ends by itself (or crashes) before it serves stops them all (the app, its
+is killed), and then only waits. A worker killed, or ending after it served, is replaced
+(one killed before it served, after a pause that grows while it keeps happening); one
+that ends by itself (or crashes) before it serves stops them all (the app, its
 settings or its database are broken, and a replacement would fail the same way: exit
 status 3, as uvicorn's). SIGTERM or SIGINT stops each worker gracefully (a second one
 kills them), and this process then ends with 0.
@@ -15,24 +16,23 @@ which is what keeps two workers well under the 250 MB memory target (docs/benchm
 uvicorn's SIGHUP is kept (each worker replaced once its replacement serves: new code
 without closing the port); its SIGTTIN and SIGTTOU (a worker more or less) are not.
 
-The worker side of the handshake, `serve_listening`, runs uvicorn on the socket it was
-handed; it is here so that both ends of it are read in one place. This module imports
-only the standard library at import time, and not all of it: no dataclasses, whose
-`inspect` and `ast` would be 1.3 MB of the supervisor's ~13.
+The worker's side of the handshake (uvicorn on the socket it was handed) is
+server/listening.py. This module imports only the standard library, and not all of it:
+no dataclasses, whose `inspect` and `ast` would be 1.3 MB of the supervisor's ~13.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import select
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+import time
+from collections.abc import Sequence
+from typing import NoReturn
 
 # How a worker finds what its supervisor hands it: the listening socket; the pipe on which
 # it writes one byte once it serves; the lifeline, a pipe whose other end only the
@@ -45,6 +45,11 @@ STARTUP_FAILURE = 3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # The signals a worker receives from someone else, never raises itself.
 SENT_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# A worker killed before it served is replaced after a pause, doubled each time it happens
+# again before any worker serves (the OOM killer taking each new worker as it loads), up
+# to the longest: not a process started and killed again and again with no end.
+FIRST_PAUSE_S = 0.5
+LONGEST_PAUSE_S = 30.0
 
 
 def log(level: str, message: str) -> None:
@@ -88,6 +93,9 @@ class Supervisor:
         # The read end is handed to each worker; the write end stays here, open until this
         # process ends (os.pipe's descriptors are not inherited).
         self.lifeline, self._lifeline_kept = os.pipe()
+        # The places of workers killed before they served, and when each is started again.
+        self.pausing: dict[int, float] = {}
+        self.pause = FIRST_PAUSE_S
 
     def run(self) -> int:
         """Serve until told to stop; the exit status this process should end with."""
@@ -116,17 +124,19 @@ class Supervisor:
         announced = False
         while True:
             pipes = {w.ready_pipe: w for w in self.workers if w.ready_pipe is not None}
-            readable, _, _ = select.select([wakeup, *pipes], [], [])
+            readable, _, _ = select.select([wakeup, *pipes], [], [], self._until_restart())
             for pipe in readable:
                 if pipe != wakeup and not pipes[pipe].read_ready():
                     pipes[pipe].process.wait()  # ending: its status is read below
+                elif pipe != wakeup:
+                    self.pause = FIRST_PAUSE_S  # one serves: whatever killed them has passed
             received = os.read(wakeup, 64) if wakeup in readable else b""
             if _stop_in(received) or (signal.SIGHUP in received and not self._restart(wakeup)):
                 return 0
             self.retiring = [w for w in self.retiring if w.process.poll() is None]
             for index, worker in enumerate(self.workers):
                 status = worker.process.poll()
-                if status is None:
+                if status is None or index in self.pausing:
                     continue
                 if worker.ready_pipe is not None:  # it has ended: what it said is there
                     worker.read_ready()
@@ -136,13 +146,29 @@ class Supervisor:
                     # startup; it crashed): a replacement would fail the same way.
                     log("ERROR", f"Worker [{pid}] ended ({how}) before serving; stopping.")
                     return STARTUP_FAILURE
-                log("WARNING", f"Worker [{pid}] ended ({how}); starting another.")
-                self.workers[index] = self._start()
+                if worker.started:
+                    log("WARNING", f"Worker [{pid}] ended ({how}); starting another.")
+                    self.workers[index] = self._start()
+                    continue
+                pause = f"{self.pause:g} s"
+                log("WARNING", f"Worker [{pid}] ended ({how}) before serving; another in {pause}.")
+                self.pausing[index] = time.monotonic() + self.pause
+                self.pause = min(2 * self.pause, LONGEST_PAUSE_S)
+            for index, due in list(self.pausing.items()):
+                if due <= time.monotonic():
+                    del self.pausing[index]
+                    self.workers[index] = self._start()
             if not announced and all(w.started for w in self.workers):
                 announced = True
                 if self.verbose:
                     pids = ", ".join(str(w.process.pid) for w in self.workers)
                     log("INFO", f"{len(self.workers)} workers serving [{pids}]")
+
+    def _until_restart(self) -> float | None:
+        """Seconds until the next paused worker is started again; None: none pausing."""
+        if not self.pausing:
+            return None
+        return max(0.0, min(self.pausing.values()) - time.monotonic())
 
     def _restart(self, wakeup: int) -> bool:
         """SIGHUP: each worker in turn replaced by a new one (the code as it is now) once the
@@ -163,9 +189,10 @@ class Supervisor:
                 pid, how = new.process.pid, _how_it_ended(new.process.wait())
                 log("ERROR", f"Worker [{pid}] ended ({how}) before serving; restart abandoned.")
                 return True
-            old.process.send_signal(signal.SIGTERM)
+            old.process.send_signal(signal.SIGTERM)  # (nothing, if it had ended)
             self.retiring.append(old)
             self.workers[index] = new
+            self.pausing.pop(index, None)
         return True
 
     def _stop(self, wakeup: int) -> None:
@@ -224,15 +251,6 @@ def bind(host: str, port: int) -> socket.socket:
     return listening
 
 
-def adopt(listen_fd: int) -> socket.socket:
-    """The socket object of a listening socket handed over by its descriptor.
-
-    Its family is read from the socket itself: uvicorn's `--fd` labels any socket AF_UNIX,
-    and asyncio then never sets TCP_NODELAY on the connections it accepts, which would
-    hold a streamed reply's small writes back (Nagle's algorithm)."""
-    return socket.socket(fileno=listen_fd)
-
-
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = argparse.ArgumentParser(
         prog="python -m chatledger.server.supervisor",
@@ -256,48 +274,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         log("INFO", f"Listening on http://{scheme_host}:{listening.getsockname()[1]}")
     supervisor = Supervisor(args.command, listening, args.workers, verbose=not args.quiet)
     sys.exit(supervisor.run())
-
-
-def serve_listening(
-    app: Callable[..., Any], *, factory: bool, log_level: str, access_log: bool
-) -> None:
-    """A worker's side: uvicorn serving `app` (an ASGI app, or what makes one if `factory`)
-    on the socket the supervisor handed over, saying so on the readiness pipe once it
-    serves."""
-    import asyncio
-
-    import uvicorn
-
-    if LISTEN_FD_ENV not in os.environ:
-        sys.exit("a worker is started by its supervisor: chatledger serve --workers N")
-    # Taken out of the environment and kept from any process this one starts: they are
-    # this worker's alone.
-    listen_fd, ready_fd, lifeline = (
-        int(os.environ.pop(name)) for name in (LISTEN_FD_ENV, READY_FD_ENV, LIFELINE_FD_ENV)
-    )
-    for handed in (listen_fd, ready_fd, lifeline):
-        os.set_inheritable(handed, False)
-
-    class ReportingServer(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started:
-                # A supervisor already gone is seen on the lifeline below.
-                with contextlib.suppress(BrokenPipeError):
-                    os.write(ready_fd, b"1")
-                os.close(ready_fd)
-                # A supervisor gone (killed, even) leaves no worker serving on its own.
-                asyncio.get_running_loop().add_reader(lifeline, self.supervisor_gone)
-
-        def supervisor_gone(self) -> None:
-            asyncio.get_running_loop().remove_reader(lifeline)
-            self.should_exit = True  # uvicorn's graceful shutdown, as for SIGTERM
-
-    config = uvicorn.Config(app, factory=factory, log_level=log_level, access_log=access_log)
-    server = ReportingServer(config)
-    server.run(sockets=[adopt(listen_fd)])
-    if not server.started:
-        sys.exit(STARTUP_FAILURE)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chatledger.config import Settings
-from chatledger.server import supervisor
+from chatledger.server import listening
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info", help="uvicorn's log level")
     parser.add_argument("--no-access-log", action="store_true")
     args = parser.parse_args(argv)
-    supervisor.serve_listening(
+    listening.serve_listening(
         app,
         factory=True,
         log_level=args.log_level,
