@@ -25,11 +25,14 @@ from chatledger.server.supervisor import (
     STARTUP_FAILURE,
 )
 
-# How long a worker shutting down (SIGTERM: stopped, or replaced by SIGHUP) lets the
-# connections it accepted just before read their first request, having stopped accepting.
-# uvicorn closes a connection with no request yet at once, as an idle one; but a client
-# that has just opened it has sent, or is sending, a request it will not send again.
-FIRST_REQUEST_GRACE_S = 0.1
+# How long, at most, a worker shutting down (SIGTERM: stopped, or replaced by SIGHUP)
+# lets the connections it accepted just before read their first request, having stopped
+# accepting. uvicorn closes a connection with no request yet at once, as an idle one; but
+# a client that has just opened it has sent, or is sending, a request it will not send
+# again. (A client that opens a connection ahead of its request, as browsers do, holds
+# the shutdown up this long.)
+FIRST_REQUEST_GRACE_S = 0.5
+_LOOK_EVERY_S = 0.005
 
 
 class HandedSocketServer(uvicorn.Server):
@@ -57,12 +60,14 @@ class HandedSocketServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Accept no more (the other workers take the port's new connections), then let
-        # those accepted read their first request (FIRST_REQUEST_GRACE_S) before uvicorn
-        # closes the connections that have none.
+        # those accepted read their first request (up to FIRST_REQUEST_GRACE_S) before
+        # uvicorn closes the connections that have none.
         for server in self.servers:
             server.close()
-        if any(_awaits_first_request(c) for c in self.server_state.connections):
-            await asyncio.sleep(FIRST_REQUEST_GRACE_S)
+        for _ in range(round(FIRST_REQUEST_GRACE_S / _LOOK_EVERY_S)):
+            if not any(_awaits_first_request(c) for c in self.server_state.connections):
+                break
+            await asyncio.sleep(_LOOK_EVERY_S)
         await super().shutdown(sockets)
 
 
