@@ -5,8 +5,8 @@ same rows in opposite orders wait for each other: a deadlock, which PostgreSQL b
 rolling one of them back (503 busy). Every write takes its run before the day's usage
 rows. A batch writes many runs, one item after another; had it counted each item's
 usage as it went, it would hold a usage row while it waited for a later item's run, and
-a single write holding that run would wait for the usage row
-(tests/runs/test_run_locks.py). So a batch tallies its usage here and writes it once at its end,
+a single write holding that run would wait for the usage row (tests/runs/
+test_run_locks.py). So a batch tallies its usage here and writes it once at its end,
 after every run it writes (`usage.service.held_back`).
 
 The tally follows the transaction's savepoints (`savepoint`): what an item rolled back
