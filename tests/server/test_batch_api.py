@@ -165,7 +165,6 @@ async def test_an_item_refused_after_its_task_ended_counts_no_usage(
     """An interaction whose reply reuses a message id is refused once its task has ended
     and its usage been counted (the batch holds usage back to its end: usage/tally.py);
     what it counted goes with it."""
-
     items = [asked(1, assistant_message_id="a1"), asked(2, assistant_message_id="a1"), asked(3)]
     body = (await alice.client.post("/v1/batch", json={"items": items})).json()
     assert [r["status"] for r in body["results"]] == ["created", "rejected", "created"]
