@@ -364,8 +364,11 @@ def _commit_and_close(session: Session) -> None:
     session.close()
 
 
-# PostgreSQL's "try again" states: serialization failure, deadlock, lock not available.
-RETRYABLE_SQLSTATES = ("40001", "40P01", "55P03")
+# The states in which PostgreSQL has rolled the transaction back for one that conflicted
+# with it, which can run again as it is: a serialization failure, a deadlock's victim.
+ROLLED_BACK_SQLSTATES = ("40001", "40P01")
+# PostgreSQL's "try again" states: those, and lock not available.
+RETRYABLE_SQLSTATES = (*ROLLED_BACK_SQLSTATES, "55P03")
 
 
 def _raise_busy_if_retryable(error: BaseException) -> None:
@@ -378,12 +381,6 @@ def _raise_busy_if_retryable(error: BaseException) -> None:
         raise Busy("the database is busy; retry shortly") from error
     if error.connection_invalidated:
         raise Busy("the connection to the database was lost; retry shortly") from error
-
-
-# Of those, the states in which PostgreSQL has rolled the transaction back for one that
-# conflicted with it, which can run again as it is: a deadlock's victim, a serialization
-# failure.
-ROLLED_BACK_SQLSTATES = ("40001", "40P01")
 
 
 def rolled_back_for_another(busy: Busy) -> bool:

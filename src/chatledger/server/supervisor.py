@@ -126,10 +126,12 @@ class Supervisor:
             pipes = {w.ready_pipe: w for w in self.workers if w.ready_pipe is not None}
             readable, _, _ = select.select([wakeup, *pipes], [], [], self._until_restart())
             for pipe in readable:
-                if pipe != wakeup and not pipes[pipe].read_ready():
-                    pipes[pipe].process.wait()  # ending: its status is read below
-                elif pipe != wakeup:
+                if pipe == wakeup:
+                    continue
+                if pipes[pipe].read_ready():
                     self.pause = FIRST_PAUSE_S  # one serves: whatever killed them has passed
+                else:
+                    pipes[pipe].process.wait()  # ending: its status is read below
             received = os.read(wakeup, 64) if wakeup in readable else b""
             if _stop_in(received) or (signal.SIGHUP in received and not self._restart(wakeup)):
                 return 0
