@@ -7,9 +7,10 @@ where the database has a much faster way:
   psycopg keeps that plan once it prepares the statement; on SQLite `IN` a subquery over
   `json_each(ids)`, one parameter where SQLAlchemy would expand the list;
 - inserting many rows: `COPY` on PostgreSQL, several times faster than any INSERT;
-  executemany on SQLite, whose inserts are cheap and which has no COPY, with the rows
-  made ready for the driver (`interactions.bulk_rows`, `db.driver_rows`: SQLAlchemy's
-  per-row work cost more than SQLite's).
+  on SQLite, whose inserts are cheap and which has no COPY, multi-row INSERTs of a
+  few fixed sizes (`db.sqlite_inserts`), with the rows made ready for the driver
+  (`interactions.bulk_rows`, `db.driver_rows`: SQLAlchemy's per-row work cost more
+  than SQLite's).
 
 Both run on the session's own connection, inside its transaction and savepoint.
 """
@@ -30,10 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import Integer, String
 
-from chatledger.db import deferred_begin, driver_rows, interrupted, upsert, walls
+from chatledger.db import deferred_begin, driver_rows, interrupted, sqlite_inserts, upsert, walls
 from chatledger.db.base import table_of
 from chatledger.db.engine import on_postgresql
 from chatledger.db.prepared import Prepared
+from chatledger.db.sqlite_inline import InlineConnection
 
 # Ids per statement: far below every database's limit on bound parameters.
 CHUNK = 500
@@ -172,11 +174,11 @@ async def insert_rows(
             await _copy(session, table, columns)
         return
     connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    inline = cast(InlineConnection, raw.driver_connection)
     for table, columns in columns_by_table.items():
         try:
-            await connection.exec_driver_sql(
-                driver_rows.insert_sql(table, columns.names), columns.rows()
-            )
+            await sqlite_inserts.insert(inline, table.name, columns.names, columns.values)
         except IntegrityError as exc:
             raise IdTaken(str(exc.orig)) from exc
 
