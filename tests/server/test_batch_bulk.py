@@ -95,21 +95,26 @@ def verdicts(body: dict[str, Any]) -> list[tuple[Any, ...]]:
     ]
 
 
-@pytest.fixture
-def one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Refuse the bulk path while the block runs: every group goes item by item."""
+def refusing(monkeypatch: pytest.MonkeyPatch, module: Any) -> Any:
+    """A block in which `module`'s bulk path (its `store`) is refused: every group goes
+    item by item."""
 
     async def refuse(*_: Any) -> None:
         raise bulk.NotFresh("refused by the test")
 
     class Switch:
         def __enter__(self) -> None:
-            monkeypatch.setattr(bulk, "store", refuse)
+            monkeypatch.setattr(module, "store", refuse)
 
         def __exit__(self, *_: Any) -> None:
             monkeypatch.undo()
 
     return Switch()
+
+
+@pytest.fixture
+def one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> Any:
+    return refusing(monkeypatch, bulk)
 
 
 async def test_a_mixed_batch_lands_as_if_one_item_at_a_time(
@@ -295,20 +300,24 @@ async def test_a_groups_new_runs_are_made_with_its_sums(app: FastAPI, alice: Acc
     await assert_no_drift(app)
 
 
+def runs_made_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each run a group locks as if made by another transaction after this one looked
+    (PostgreSQL's snapshot): not among the locked, so the group goes to make it."""
+    locking = bulk_runs.locked
+
+    async def not_yet_seen(*args: Any) -> dict[str, Any]:
+        await locking(*args)
+        return {}
+
+    monkeypatch.setattr(bulk_runs, "locked", not_yet_seen)
+
+
 async def test_a_run_made_meanwhile_sends_its_group_one_at_a_time(
     app: FastAPI, alice: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stored = await alice.client.post("/v1/batch", json={"items": [interaction(0)]})
     assert stored.json()["created"] == 1
-    locking = bulk_runs.locked
-
-    async def not_yet_seen(*args: Any) -> dict[str, Any]:
-        """The run made by another transaction after this one looked (PostgreSQL's
-        snapshot): not among the locked, so the group goes to make it."""
-        await locking(*args)
-        return {}
-
-    monkeypatch.setattr(bulk_runs, "locked", not_yet_seen)
+    runs_made_meanwhile(monkeypatch)
     body = (
         await alice.client.post("/v1/batch", json={"items": [interaction(1), interaction(2)]})
     ).json()

@@ -82,9 +82,9 @@ async def test_a_batch_is_answered_even_when_analyzing_fails(
     ("lookup", "table", "column"),
     [
         (bulk._TASK_IDS, "tasks", "id"),
-        (bulk._MESSAGE_IDS, "messages", "id"),
+        (bulk.MESSAGE_IDS, "messages", "id"),
         (bulk._ANSWERED_IDS, "tasks", "user_message_id"),
-        (bulk._RUN_OWNERS, "runs", "id"),
+        (bulk.RUN_OWNERS, "runs", "id"),
         (bulk_runs._LOCKED_RUNS, "runs", "id"),
     ],
 )

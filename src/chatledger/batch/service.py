@@ -8,8 +8,8 @@ transaction (`store`): an item that is refused (bad input, a conflict) is rolled
 alone and reported `rejected` with its reason; an item already stored is `duplicate`
 and changes nothing. Usage is counted only by a task's single terminal transition, so
 re-uploading history changes no totals. Consecutive interaction items, the bulk of a
-sync, are stored together when they are new (batch/interactions.py), with the same
-verdicts as one at a time.
+sync, are stored together when they are new (batch/interactions.py), and so are
+consecutive message items (batch/messages.py), with the same verdicts as one at a time.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatledger import storable
 from chatledger.batch import interactions as interaction_items
+from chatledger.batch import messages as message_items
 from chatledger.batch.body import Upload
 from chatledger.batch.interactions import Entry
+from chatledger.batch.messages import MessageEntry
 from chatledger.batch.schemas import (
     InteractionItem,
     Item,
@@ -62,7 +64,9 @@ class Checked:
 
 
 # What checking makes of each item: ready to store, or already its verdict (rejected).
-CheckResult = Entry | Checked | ItemResult
+CheckResult = Entry | MessageEntry | Checked | ItemResult
+# The items stored in groups (in bulk where they are fresh), one kind to a group.
+Grouped = Entry | MessageEntry
 
 
 def check(caller: Caller, upload: Upload) -> list[CheckResult]:
@@ -94,6 +98,11 @@ def check(caller: Caller, upload: Upload) -> list[CheckResult]:
 
 
 def _checked(caller: Caller, index: int, item: Item) -> CheckResult:
+    if isinstance(item, MessageItem):
+        try:
+            return message_items.entry(caller, index, item)
+        except ChatledgerError:
+            return Checked(index, item)  # stored on its own, it is refused with the reason
     if not isinstance(item, InteractionItem):
         return Checked(index, item)
     try:
@@ -122,7 +131,7 @@ def _groups(checked: list[CheckResult]) -> list[list[Entry]]:
     for checked_item in checked:
         if isinstance(checked_item, Entry):
             groups[-1].append(checked_item)
-        elif isinstance(checked_item, Checked) and groups[-1]:
+        elif not isinstance(checked_item, ItemResult) and groups[-1]:
             groups.append([])
     return [group for group in groups if group]
 
@@ -163,20 +172,28 @@ async def _store_items(
     session: AsyncSession, caller: Caller, checked: list[CheckResult], built: Built
 ) -> list[ItemResult]:
     results: dict[int, ItemResult] = {}
-    group: list[Entry] = []  # consecutive interaction items, stored together
+    group: list[Grouped] = []  # consecutive items of one kind, stored together
 
-    async def one(entry: Entry | Checked) -> ItemResult:
+    async def one(entry: Grouped | Checked) -> ItemResult:
         return await _store_one(session, caller, entry.index, entry.item)
 
     async def store_group() -> None:
-        rows = built.get(group[0].index) if group else None
-        results.update(await interaction_items.store_group(session, caller, group, one, rows))
+        interactions = [entry for entry in group if isinstance(entry, Entry)]
+        messages = [entry for entry in group if isinstance(entry, MessageEntry)]
         group.clear()
+        if interactions:
+            rows = built.get(interactions[0].index)
+            stored = await interaction_items.store_group(session, caller, interactions, one, rows)
+            results.update(stored)
+        if messages:
+            results.update(await message_items.store_group(session, caller, messages, one))
 
     for index, checked_item in enumerate(checked):
         if isinstance(checked_item, ItemResult):
             results[index] = checked_item
-        elif isinstance(checked_item, Entry):
+        elif isinstance(checked_item, (Entry, MessageEntry)):
+            if group and type(group[0]) is not type(checked_item):
+                await store_group()  # one kind to a group
             group.append(checked_item)
         else:
             await store_group()

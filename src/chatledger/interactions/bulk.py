@@ -117,19 +117,19 @@ async def lookup(session: AsyncSession, project_id: str, pendings: Sequence[Pend
     message_ids = [i for p in pendings for i in (p.user_message_id, p.assistant_message_id)]
     user_message_ids = [p.user_message_id for p in pendings]
     run_ids = sorted({p.run_id for p in pendings})
-    owners = await _RUN_OWNERS.rows(session, project_id, run_ids)
+    owners = await RUN_OWNERS.rows(session, project_id, run_ids)
     return Known(
         tasks=await _TASK_IDS.present(session, project_id, task_ids),
-        messages=await _MESSAGE_IDS.present(session, project_id, message_ids),
+        messages=await MESSAGE_IDS.present(session, project_id, message_ids),
         answered=await _ANSWERED_IDS.present(session, project_id, user_message_ids),
         run_owners=dict(owners),
     )
 
 
 _TASK_IDS = statements.Lookup(table_of(Task).c.id)
-_MESSAGE_IDS = statements.Lookup(table_of(Message).c.id)
+MESSAGE_IDS = statements.Lookup(table_of(Message).c.id)
 _ANSWERED_IDS = statements.Lookup(table_of(Task).c.user_message_id)
-_RUN_OWNERS = statements.Lookup(table_of(Run).c.id, table_of(Run).c.user_id)
+RUN_OWNERS = statements.Lookup(table_of(Run).c.id, table_of(Run).c.user_id)
 
 
 UsageKey = tuple[str, str, Any, str]  # (project, user, day, model): `usage.KEY`
@@ -222,7 +222,7 @@ async def store(
     locked = await bulk_runs.locked(session, project_id, {p.run_id for p in pendings})
     created = _runs_to_create(project_id, pendings, locked, now)
     runs = {**created, **locked}
-    owners = tuple(_owner(runs, p) for p in pendings)
+    owners = tuple(run_owner(runs, p.caller, p.run_id) for p in pendings)
     if built is not None and not built.holds(pendings):
         raise ValueError("rows built for other interactions")
     rows = built
@@ -250,11 +250,13 @@ async def store(
     await daily_usage.add(session, rows.usage)
 
 
-def _owner(runs: dict[str, bulk_runs.RunTotals], p: Pending) -> str:
-    run = runs.get(p.run_id)
+def run_owner(runs: dict[str, bulk_runs.RunTotals], caller: Caller, run_id: str) -> str:
+    """The owner of a run the caller may add to, among a group's `runs` (locked or made);
+    NotFresh when it is not the caller's to add to."""
+    run = runs.get(run_id)
     # Missing: another user's run, which row-level security hides from a member.
-    if run is None or not (p.caller.sees_all or run.user_id == p.caller.user_id):
-        raise NotFresh(f"run {p.run_id!r} is another user's")
+    if run is None or not (caller.sees_all or run.user_id == caller.user_id):
+        raise NotFresh(f"run {run_id!r} is another user's")
     return run.user_id
 
 
@@ -266,23 +268,11 @@ def _runs_to_create(
 ) -> dict[str, bulk_runs.NewRun]:
     """The group's runs not stored yet, as the first interaction naming each would make
     it: its caller's, named after its prompt, empty until the group is counted in."""
-    first: dict[str, Pending] = {}
-    for p in pendings:
-        if p.run_id not in stored:
-            first.setdefault(p.run_id, p)
-    return {
-        run_id: bulk_runs.NewRun(
-            project_id,
-            run_id,
-            p.caller.user_id,
-            message_count=0,
-            task_count=0,
-            total_tokens=0,
-            total_cost_nano=0,
-            last_message_at=None,
-            updated_at=p.new.created_at or now,
-            name=name_from_message(p.new.prompt),
-            created_at=p.new.created_at or now,
-        )
-        for run_id, p in sorted(first.items())
-    }
+    first = bulk_runs.first_in_new_runs(pendings, stored)
+    return bulk_runs.made(
+        project_id,
+        {
+            run_id: (p.caller.user_id, name_from_message(p.new.prompt), p.new.created_at or now)
+            for run_id, p in first.items()
+        },
+    )

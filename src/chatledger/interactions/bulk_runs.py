@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -131,6 +131,45 @@ class NewRun(RunTotals):
         }
 
 
+class _InARun(Protocol):
+    @property
+    def run_id(self) -> str: ...
+
+
+InARun = TypeVar("InARun", bound=_InARun)
+
+
+def first_in_new_runs(items: Iterable[InARun], stored: Collection[str]) -> dict[str, InARun]:
+    """The first of the group's items naming each run not `stored` yet, by run id: the
+    one that makes the run when the items are stored one at a time."""
+    first: dict[str, InARun] = {}
+    for item in items:
+        if item.run_id not in stored:
+            first.setdefault(item.run_id, item)
+    return first
+
+
+def made(project_id: str, runs: dict[str, tuple[str, str, datetime]]) -> dict[str, NewRun]:
+    """The runs a group makes, by id, from each one's (owner, name, when made): empty
+    until the group is counted in, in id order (the order `create` inserts them in)."""
+    return {
+        run_id: NewRun(
+            project_id,
+            run_id,
+            owner,
+            message_count=0,
+            task_count=0,
+            total_tokens=0,
+            total_cost_nano=0,
+            last_message_at=None,
+            updated_at=at,
+            name=name,
+            created_at=at,
+        )
+        for run_id, (owner, name, at) in sorted(runs.items())
+    }
+
+
 async def locked(
     session: AsyncSession, project_id: str, run_ids: Collection[str]
 ) -> dict[str, RunTotals]:
@@ -174,6 +213,10 @@ _LOCKED_RUNS = statements.Lookup(
     _runs.c.total_cost_nano,
     _runs.c.last_message_at,
     _runs.c.updated_at,
+    # Written back as they are when the group does not move them (a group of messages
+    # leaves the last model as it was).
+    _runs.c.last_message_preview,
+    _runs.c.last_model,
     locking=True,
 )
 # Built once, run with a parameter set per run: SQLAlchemy's ORM bulk UPDATE by primary
