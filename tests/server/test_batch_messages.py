@@ -191,3 +191,18 @@ async def test_an_id_stored_meanwhile_is_answered_as_one_at_a_time(
     run = (await alice.client.get("/v1/runs/trip")).json()
     assert [(m["id"], m["seq"]) for m in run["messages"]] == [("m1", 1), ("m0", 2), ("m3", 3)]
     await assert_no_drift(app)
+
+
+async def test_a_message_between_interactions_splits_their_group(
+    app: FastAPI, alice: Account
+) -> None:
+    # The interactions' rows are built before the write transaction, group by group: a
+    # message between two interactions must end the first group there too.
+    items = [interaction(0), message(0), interaction(1), message(1), message(2)]
+    body = (await alice.client.post("/v1/batch", json={"items": items})).json()
+
+    assert [r["status"] for r in body["results"]] == ["created"] * 5
+    run = (await alice.client.get("/v1/runs/trip")).json()
+    assert [m["id"] for m in run["messages"]] == ["u0", "a0", "m0", "u1", "a1", "m1", "m2"]
+    assert [m["seq"] for m in run["messages"]] == list(range(1, 8))
+    await assert_no_drift(app)
