@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatledger.batch import blocks
 from chatledger.batch.schemas import ItemResult, MessageItem
-from chatledger.interactions.bulk import NotFresh
 from chatledger.messages import bulk
 from chatledger.messages.service import NewMessage
 from chatledger.server.deps import acting_for
@@ -54,33 +53,18 @@ async def store_group(
 ) -> dict[int, ItemResult]:
     """The verdicts of a group of message items, by item index."""
     known = await bulk.lookup(session, caller.project_id, [e.pending for e in group])
-    results: dict[int, ItemResult] = {}
     claimed: set[str] = set()  # ids the group's earlier items use
     owners = dict(known.run_owners)
-    block: list[MessageEntry] = []
-    for message in group:
+
+    def fresh(message: MessageEntry) -> bool:
         pending = message.pending
         actor, owner = pending.caller, owners.setdefault(pending.run_id, pending.caller.user_id)
         visible = actor.sees_all or owner == actor.user_id
-        if visible and pending.id not in known.messages and pending.id not in claimed:
-            block.append(message)
-        else:
-            results |= await _store_block(session, block, one)
-            block = []
-            results[message.index] = await one(message)
+        new = pending.id not in known.messages and pending.id not in claimed
         claimed.add(pending.id)
-    return results | await _store_block(session, block, one)
+        return visible and new
 
+    async def store(block: list[MessageEntry]) -> None:
+        await bulk.store(session, [message.pending for message in block])
 
-async def _store_block(
-    session: AsyncSession, block: list[MessageEntry], one: StoreOne
-) -> dict[int, ItemResult]:
-    if not block:
-        return {}
-    try:
-        async with session.begin_nested():
-            await bulk.store(session, [message.pending for message in block])
-    except (NotFresh, IntegrityError):
-        # Rolled back: the database knew better than the lookup. One at a time, then.
-        return {message.index: await one(message) for message in block}
-    return {message.index: message.created for message in block}
+    return await blocks.in_blocks(session, group, fresh, store, one)

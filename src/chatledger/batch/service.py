@@ -9,7 +9,8 @@ alone and reported `rejected` with its reason; an item already stored is `duplic
 and changes nothing. Usage is counted only by a task's single terminal transition, so
 re-uploading history changes no totals. Consecutive interaction items, the bulk of a
 sync, are stored together when they are new (batch/interactions.py), and so are
-consecutive message items (batch/messages.py), with the same verdicts as one at a time.
+consecutive message items (batch/messages.py) and consecutive task items
+(batch/tasks.py), with the same verdicts as one at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatledger import storable
 from chatledger.batch import interactions as interaction_items
 from chatledger.batch import messages as message_items
+from chatledger.batch import tasks as task_items
 from chatledger.batch.body import Upload
 from chatledger.batch.interactions import Entry
 from chatledger.batch.messages import MessageEntry
@@ -36,6 +38,7 @@ from chatledger.batch.schemas import (
     TaskItem,
     TraceItem,
 )
+from chatledger.batch.tasks import TaskEntry
 from chatledger.db.engine import Database, rolled_back_for_another
 from chatledger.errors import Busy, ChatledgerError, Conflict, InvalidInput
 from chatledger.interactions import bulk
@@ -64,9 +67,9 @@ class Checked:
 
 
 # What checking makes of each item: ready to store, or already its verdict (rejected).
-CheckResult = Entry | MessageEntry | Checked | ItemResult
+CheckResult = Entry | MessageEntry | TaskEntry | Checked | ItemResult
 # The items stored in groups (in bulk where they are fresh), one kind to a group.
-Grouped = Entry | MessageEntry
+Grouped = Entry | MessageEntry | TaskEntry
 
 
 def check(caller: Caller, upload: Upload) -> list[CheckResult]:
@@ -98,11 +101,13 @@ def check(caller: Caller, upload: Upload) -> list[CheckResult]:
 
 
 def _checked(caller: Caller, index: int, item: Item) -> CheckResult:
-    if isinstance(item, MessageItem):
-        try:
+    try:
+        if isinstance(item, MessageItem):
             return message_items.entry(caller, index, item)
-        except ChatledgerError:
-            return Checked(index, item)  # stored on its own, it is refused with the reason
+        if isinstance(item, TaskItem):
+            return task_items.entry(caller, index, item)
+    except ChatledgerError:
+        return Checked(index, item)  # stored on its own, it is refused with the reason
     if not isinstance(item, InteractionItem):
         return Checked(index, item)
     try:
@@ -180,6 +185,7 @@ async def _store_items(
     async def store_group() -> None:
         interactions = [entry for entry in group if isinstance(entry, Entry)]
         messages = [entry for entry in group if isinstance(entry, MessageEntry)]
+        tasks = [entry for entry in group if isinstance(entry, TaskEntry)]
         group.clear()
         if interactions:
             rows = built.get(interactions[0].index)
@@ -187,11 +193,13 @@ async def _store_items(
             results.update(stored)
         if messages:
             results.update(await message_items.store_group(session, caller, messages, one))
+        if tasks:
+            results.update(await task_items.store_group(session, caller, tasks, one))
 
     for index, checked_item in enumerate(checked):
         if isinstance(checked_item, ItemResult):
             results[index] = checked_item
-        elif isinstance(checked_item, (Entry, MessageEntry)):
+        elif isinstance(checked_item, (Entry, MessageEntry, TaskEntry)):
             if group and type(group[0]) is not type(checked_item):
                 await store_group()  # one kind to a group
             group.append(checked_item)

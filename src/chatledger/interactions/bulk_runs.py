@@ -41,8 +41,17 @@ class RunDelta:
         self.last_message_preview = content[:PREVIEW_LENGTH]
         self.updated_at = _later(self.updated_at, at)
 
-    def count_task(self, tokens: int, cost_nano: int | None, model: str, at: datetime) -> None:
-        self.tasks += 1
+    def count_task(
+        self,
+        tokens: int,
+        cost_nano: int | None,
+        model: str,
+        at: datetime,
+        completed: bool = True,
+    ) -> None:
+        """An ended task: into the run's task count only when `completed`, as
+        `runs.add_task_usage` counts it; its tokens, cost and model in any case."""
+        self.tasks += completed
         self.tokens += tokens
         self.cost_nano += cost_nano or 0
         self.last_model = model
@@ -94,7 +103,7 @@ class RunTotals:
             self.last_message_at = _later(self.last_message_at, delta.last_message_at)
         if delta.messages:
             self.last_message_preview = delta.last_message_preview
-        if delta.tasks:
+        if delta.last_model is not None:  # (a failed task's model is the last too)
             self.last_model = delta.last_model
         if delta.updated_at is not None:
             self.updated_at = max(self.updated_at, delta.updated_at)
