@@ -1,8 +1,9 @@
 """The runs of a group of interactions stored in bulk (`interactions.bulk`): what the
 group adds to each (`RunDelta`), the runs stored already, locked and counted into and
 written back once (`RunTotals`, `locked`, `write_back`), and the runs the group makes,
-inserted with its sums already in (`NewRun`, `create`), so that a batch of interactions
-in new runs updates no run."""
+inserted with its sums already in (`NewRun`, `made`, `create`), so that a batch of
+interactions in new runs updates no run. Groups of messages and of ended tasks stored in
+bulk (`messages.bulk`, `tasks.bulk`) count into their runs the same way."""
 
 from __future__ import annotations
 
