@@ -85,7 +85,16 @@ async def store(session: AsyncSession, pendings: Sequence[Pending]) -> None:
     project_id = pendings[0].caller.project_id
     now = utcnow()
     locked = await bulk_runs.locked(session, project_id, {p.run_id for p in pendings})
-    created = _runs_to_create(project_id, pendings, locked, now)
+    # As `runs.ensure` makes a run for the first message naming it: its caller's, named
+    # after that message, made now.
+    first = bulk_runs.first_in_new_runs(pendings, locked)
+    created = bulk_runs.made(
+        project_id,
+        {
+            run_id: (p.caller.user_id, name_from_message(p.new.content), now)
+            for run_id, p in first.items()
+        },
+    )
     runs = {**created, **locked}
     for p in pendings:
         run_owner(runs, p.caller, p.run_id)
@@ -138,22 +147,3 @@ def _rows(
         )
     columns = tuple(map(list, zip(*rows, strict=True)))
     return Columns(_COLUMNS, columns, frozenset())
-
-
-def _runs_to_create(
-    project_id: str,
-    pendings: Sequence[Pending],
-    stored: dict[str, bulk_runs.RunTotals],
-    now: datetime,
-) -> dict[str, bulk_runs.NewRun]:
-    """The group's runs not stored yet, as `runs.ensure` makes one for the first message
-    naming it: its caller's, named after that message, made now, empty until the group
-    is counted in."""
-    first = bulk_runs.first_in_new_runs(pendings, stored)
-    return bulk_runs.made(
-        project_id,
-        {
-            run_id: (p.caller.user_id, name_from_message(p.new.content), now)
-            for run_id, p in first.items()
-        },
-    )
